@@ -1,0 +1,72 @@
+mod complaints;
+
+use crate::problem::Problem;
+use axum::Router;
+use axum::extract::{MatchedPath, Request};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use lapor_shared::service::Context;
+use std::collections::HashMap;
+use std::time::Duration;
+use tracing::Instrument;
+
+pub fn router(ctx: Context) -> Router {
+    let body_limit = ctx.settings.http.body_limit_bytes;
+    let timeout = Duration::from_millis(ctx.settings.http.request_timeout_ms);
+    let ops = lapor_shared::ops::router(ctx.pool.clone(), ctx.readiness.clone());
+    Router::new()
+        .route("/v1/complaints", post(complaints::submit))
+        .route("/v1/complaints/{tracking_id}", get(complaints::status))
+        .with_state(ctx)
+        .merge(ops)
+        .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "not-found", "No such resource") })
+        .method_not_allowed_fallback(|| async {
+            Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed on this resource",
+            )
+        })
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+            Problem::internal().into_response()
+        }))
+        .layer(axum::middleware::from_fn(http_span))
+}
+
+/// One server span per request, continuing the caller's W3C trace context when it sends one
+/// (tower-http's trace layer does not). Only the method, route template and status are
+/// recorded: never a body, a query string or a header value.
+async fn http_span(matched: Option<MatchedPath>, req: Request, next: Next) -> Response {
+    let route = matched
+        .as_ref()
+        .map_or("unmatched", |m| m.as_str())
+        .to_owned();
+    let span = tracing::info_span!(
+        "http",
+        otel.name = format!("{} {route}", req.method()),
+        otel.kind = "server",
+        http.request.method = %req.method(),
+        http.route = %route,
+        http.response.status_code = tracing::field::Empty,
+    );
+    let carrier: HashMap<String, String> = ["traceparent", "tracestate"]
+        .iter()
+        .filter_map(|k| {
+            req.headers()
+                .get(*k)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| (k.to_string(), v.to_owned()))
+        })
+        .collect();
+    lapor_shared::telemetry::extract_into(&span, &carrier);
+    let resp = next.run(req).instrument(span.clone()).await;
+    span.record("http.response.status_code", resp.status().as_u16());
+    resp
+}

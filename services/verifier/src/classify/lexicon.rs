@@ -1,0 +1,158 @@
+//! Lexicon entries compiled into matchers. A term is a sequence of word patterns matched
+//! against consecutive tokens; each term counts once per text, however often it occurs.
+
+use super::Normaliser;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum WordPattern {
+    Exact(String),
+    Prefix(String),
+    Suffix(String),
+    Contains(String),
+}
+
+impl WordPattern {
+    fn parse(w: &str) -> Self {
+        let w = w.to_lowercase();
+        match (w.strip_prefix('*'), w.strip_suffix('*')) {
+            (Some(_), Some(_)) if w.len() > 2 => {
+                WordPattern::Contains(w[1..w.len() - 1].to_owned())
+            }
+            (Some(rest), None) => WordPattern::Suffix(rest.to_owned()),
+            (None, Some(rest)) => WordPattern::Prefix(rest.to_owned()),
+            _ => WordPattern::Exact(w),
+        }
+    }
+
+    fn matches(&self, token: &str) -> bool {
+        match self {
+            WordPattern::Exact(w) => token == w,
+            WordPattern::Prefix(w) => token.starts_with(w.as_str()),
+            WordPattern::Suffix(w) => token.ends_with(w.as_str()),
+            WordPattern::Contains(w) => token.contains(w.as_str()),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Term {
+    pub label: String,
+    pub weight: f64,
+    words: Vec<WordPattern>,
+}
+
+impl Term {
+    /// Compiles a lexicon entry. Plain words go through the same normaliser as complaint text
+    /// (so "sebaiknya" in the lexicon matches "sebaiknya" in a complaint whatever the
+    /// normaliser does to it); words with a * are taken as written.
+    pub fn new(label: &str, weight: f64, normaliser: &Normaliser) -> Self {
+        let mut words = Vec::new();
+        for w in label.split_whitespace() {
+            if w.contains('*') || w == "?" {
+                words.push(WordPattern::parse(w));
+            } else {
+                words.extend(normaliser.tokens(w).into_iter().map(WordPattern::Exact));
+            }
+        }
+        Self {
+            label: label.to_owned(),
+            weight,
+            words,
+        }
+    }
+
+    pub fn occurs_in(&self, tokens: &[String]) -> bool {
+        let n = self.words.len();
+        n > 0
+            && tokens.len() >= n
+            && tokens
+                .windows(n)
+                .any(|w| w.iter().zip(&self.words).all(|(t, p)| p.matches(t)))
+    }
+}
+
+/// The strong/medium/weak lists of one target, as in the data files.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tiers {
+    #[serde(default)]
+    pub strong: Vec<String>,
+    #[serde(default)]
+    pub medium: Vec<String>,
+    #[serde(default)]
+    pub weak: Vec<String>,
+}
+
+pub const STRONG: f64 = 3.0;
+pub const MEDIUM: f64 = 2.0;
+pub const WEAK: f64 = 1.0;
+
+#[derive(Debug, Clone, Default)]
+pub struct TermSet(Vec<Term>);
+
+impl TermSet {
+    pub fn from_tiers(t: &Tiers, normaliser: &Normaliser) -> Self {
+        let mut terms = Vec::new();
+        for (list, w) in [(&t.strong, STRONG), (&t.medium, MEDIUM), (&t.weak, WEAK)] {
+            terms.extend(
+                list.iter()
+                    .filter(|s| !s.trim().is_empty())
+                    .map(|s| Term::new(s, w, normaliser)),
+            );
+        }
+        Self(terms)
+    }
+
+    /// Total weight and the terms that matched.
+    pub fn score<'a>(&'a self, tokens: &[String]) -> (f64, Vec<&'a Term>) {
+        let hits: Vec<&Term> = self.0.iter().filter(|t| t.occurs_in(tokens)).collect();
+        (hits.iter().map(|t| t.weight).sum(), hits)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toks(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_owned).collect()
+    }
+
+    fn term(s: &str) -> Term {
+        Term::new(s, 3.0, &Normaliser::default())
+    }
+
+    #[test]
+    fn phrases_and_wildcards() {
+        assert!(term("bantuan pangan").occurs_in(&toks("belum dapat bantuan pangan bulan ini")));
+        assert!(!term("bantuan pangan").occurs_in(&toks("bantuan untuk pangan")));
+        assert!(term("*potong*").occurs_in(&toks("bantuan dipotong ketua")));
+        assert!(term("*potong*").occurs_in(&toks("ada pemotongan")));
+        assert!(term("potong*").occurs_in(&toks("ada potongan")));
+        assert!(!term("potong*").occurs_in(&toks("dipotong")));
+        assert!(term("*potong").occurs_in(&toks("dipotong")));
+        assert!(term("?").occurs_in(&toks("kapan ?")));
+    }
+
+    #[test]
+    fn each_term_counts_once() {
+        let set = TermSet::from_tiers(
+            &Tiers {
+                strong: vec!["pkh".into()],
+                medium: vec![],
+                weak: vec![],
+            },
+            &Normaliser::default(),
+        );
+        assert_eq!(set.score(&toks("pkh pkh pkh")).0, 3.0);
+    }
+}

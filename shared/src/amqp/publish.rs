@@ -1,0 +1,126 @@
+//! Publishing with publisher confirms. Every publish is persistent and waits for the broker's
+//! confirm, bounded by a timeout: a broker under a memory alarm blocks publishers, and a
+//! blocked publish must fail (and be retried from the outbox) rather than hang.
+
+use super::{headers, short};
+use crate::db::outbox::OutboxRow;
+use crate::telemetry;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{BasicProperties, Channel, Connection};
+use std::collections::HashMap;
+use std::time::Duration;
+use tracing::Instrument;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("broker did not confirm within {0:?} (blocked by a resource alarm, or unreachable)")]
+    Timeout(Duration),
+    #[error("broker refused (nack) message {0}")]
+    Nack(uuid::Uuid),
+    #[error(transparent)]
+    Amqp(#[from] lapin::Error),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+pub struct Publisher {
+    channel: Channel,
+    timeout: Duration,
+    app_id: &'static str,
+}
+
+impl Publisher {
+    pub async fn open(
+        conn: &Connection,
+        timeout: Duration,
+        app_id: &'static str,
+    ) -> Result<Self, PublishError> {
+        let channel = conn.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        Ok(Self {
+            channel,
+            timeout,
+            app_id,
+        })
+    }
+
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+
+    /// Publishes every row and waits until the broker has confirmed all of them. Each message
+    /// gets a `publish` span, child of the span that wrote it to the outbox, whose context is
+    /// what the consumer continues.
+    pub async fn publish_rows(&self, rows: &[OutboxRow]) -> Result<(), PublishError> {
+        let mut pending = Vec::with_capacity(rows.len());
+        for row in rows {
+            let span = tracing::info_span!(
+                "publish",
+                otel.name = format!("publish {}", row.exchange),
+                otel.kind = "producer",
+                messaging.system = "rabbitmq",
+                messaging.operation.type = "publish",
+                messaging.destination.name = %row.exchange,
+                messaging.rabbitmq.destination.routing_key = %row.routing_key,
+                messaging.message.id = %row.message_id,
+            );
+            telemetry::extract_into(&span, &row.headers.0);
+            let confirm = async {
+                let mut hdrs: HashMap<String, String> = telemetry::inject_current();
+                hdrs.retain(|k, _| k == "traceparent" || k == "tracestate");
+                self.publish_one(
+                    &row.exchange,
+                    &row.routing_key,
+                    row.message_id,
+                    &row.payload,
+                    &hdrs,
+                )
+                .await
+            }
+            .instrument(span)
+            .await?;
+            pending.push((row.message_id, confirm));
+        }
+        let wait = async {
+            for (id, confirm) in pending {
+                let c = confirm.await?;
+                if c.is_nack() {
+                    return Err(PublishError::Nack(id));
+                }
+            }
+            Ok(())
+        };
+        tokio::time::timeout(self.timeout, wait)
+            .await
+            .map_err(|_| PublishError::Timeout(self.timeout))?
+    }
+
+    async fn publish_one(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        message_id: uuid::Uuid,
+        payload: &[u8],
+        hdrs: &HashMap<String, String>,
+    ) -> Result<lapin::PublisherConfirm, PublishError> {
+        let props = BasicProperties::default()
+            .with_message_id(message_id.to_string().into())
+            .with_delivery_mode(2)
+            .with_content_type("application/json".into())
+            .with_app_id(self.app_id.into())
+            .with_timestamp(chrono::Utc::now().timestamp().max(0) as u64)
+            .with_headers(headers::to_table(hdrs));
+        let fut = self.channel.basic_publish(
+            short(exchange)?,
+            short(routing_key)?,
+            BasicPublishOptions::default(),
+            payload,
+            props,
+        );
+        Ok(tokio::time::timeout(self.timeout, fut)
+            .await
+            .map_err(|_| PublishError::Timeout(self.timeout))??)
+    }
+}

@@ -1,0 +1,148 @@
+//! The outbox relay: claims outbox rows with `FOR UPDATE SKIP LOCKED`, publishes them with
+//! confirms, deletes them, commits. Any number of relays (in any number of replicas) can run:
+//! locked rows are skipped, never read twice at once, and no row is skipped for good because
+//! nothing depends on a sequence position. A failure before commit leaves the rows in place to
+//! be published again under the same message id.
+//!
+//! The relay sleeps on PostgreSQL `LISTEN lapor_outbox` (a trigger notifies on insert), with a
+//! poll interval as the fallback if a notification is lost.
+
+use super::publish::{PublishError, Publisher};
+use crate::config::Settings;
+use crate::db::outbox;
+use crate::ops::Readiness;
+use backon::{BackoffBuilder, ExponentialBuilder};
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("broker: {0}")]
+    Publish(#[from] PublishError),
+}
+
+/// Publishes one batch. Returns how many messages went out.
+pub async fn relay_once(
+    pool: &PgPool,
+    publisher: &Publisher,
+    batch: i64,
+) -> Result<usize, RelayError> {
+    let mut tx = pool.begin().await?;
+    let rows = outbox::claim(&mut tx, batch).await?;
+    if rows.is_empty() {
+        tx.commit().await?;
+        return Ok(0);
+    }
+    publisher.publish_rows(&rows).await?;
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    outbox::delete(&mut tx, &ids).await?;
+    tx.commit().await?;
+    metrics::counter!("lapor_outbox_published_total").increment(rows.len() as u64);
+    Ok(rows.len())
+}
+
+/// Runs relay workers until `shutdown`, then publishes what is left (within the grace period).
+pub async fn run(
+    settings: Settings,
+    pool: PgPool,
+    app_id: &'static str,
+    readiness: Readiness,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let workers = (0..settings.outbox.relay_workers)
+        .map(|n| {
+            let (settings, pool, readiness, shutdown) = (
+                settings.clone(),
+                pool.clone(),
+                readiness.clone(),
+                shutdown.clone(),
+            );
+            tokio::spawn(
+                async move { supervise(n, settings, pool, app_id, readiness, shutdown).await },
+            )
+        })
+        .collect::<Vec<_>>();
+    for w in workers {
+        w.await??;
+    }
+    Ok(())
+}
+
+async fn supervise(
+    n: u32,
+    settings: Settings,
+    pool: PgPool,
+    app_id: &'static str,
+    readiness: Readiness,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let part = format!("outbox-relay-{n}");
+    let mut backoff = reconnect_backoff();
+    loop {
+        match session(&settings, &pool, app_id, &readiness, &part, &shutdown).await {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                readiness.set(&part, false);
+                let wait = backoff.next().unwrap_or(Duration::from_secs(5));
+                tracing::warn!(error = %format!("{e:#}"), retry_in = ?wait, "outbox relay lost its connection");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.cancelled() => return Ok(()),
+                }
+            }
+        }
+    }
+}
+
+pub(crate) fn reconnect_backoff() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+async fn session(
+    settings: &Settings,
+    pool: &PgPool,
+    app_id: &'static str,
+    readiness: &Readiness,
+    part: &str,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let conn = super::connect(&settings.amqp, &format!("{app_id} outbox relay")).await?;
+    let publisher = Publisher::open(&conn, settings.amqp.publish_timeout(), app_id).await?;
+    super::topology::declare_core(publisher.channel()).await?;
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen("lapor_outbox").await?;
+    readiness.set(part, true);
+    let batch = i64::from(settings.outbox.batch);
+    let poll = Duration::from_millis(settings.outbox.poll_interval_ms);
+    loop {
+        if shutdown.is_cancelled() {
+            // Flush: whatever the last transactions wrote goes out before we exit.
+            while relay_once(pool, &publisher, batch).await? > 0 {}
+            conn.close(200, "shutting down".into()).await.ok();
+            return Ok(());
+        }
+        let sent = relay_once(pool, &publisher, batch).await?;
+        if sent as i64 == batch {
+            continue;
+        }
+        tokio::select! {
+            n = listener.recv() => {
+                if let Err(e) = n {
+                    tracing::debug!(error = %e, "outbox listener interrupted; polling until it is back");
+                    tokio::time::sleep(poll).await;
+                }
+            }
+            _ = tokio::time::sleep(poll) => {}
+            _ = shutdown.cancelled() => {}
+        }
+    }
+}

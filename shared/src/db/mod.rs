@@ -1,0 +1,97 @@
+//! PostgreSQL: the pool, database creation and migrations, and the three tables of the
+//! delivery machinery (outbox, inbox, parked messages).
+
+pub mod inbox;
+pub mod outbox;
+pub mod parked;
+
+use crate::config::DatabaseSettings;
+use anyhow::Context;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgPool};
+use std::str::FromStr;
+use std::time::Duration;
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Connects, creating the database and running migrations first when configured to. Several
+/// services may do this at once: creation tolerates the race and the migrator takes an
+/// advisory lock.
+pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
+    let options = PgConnectOptions::from_str(&settings.url)
+        .context("database.url")?
+        .log_statements(tracing::log::LevelFilter::Trace)
+        .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
+    if settings.create_if_missing {
+        ensure_database(&options).await?;
+    }
+    let pool = PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
+        .connect_with(options)
+        .await
+        .context("connecting to PostgreSQL")?;
+    if settings.migrate {
+        MIGRATOR
+            .run(&pool)
+            .await
+            .context("running database migrations")?;
+    }
+    Ok(pool)
+}
+
+/// Creates the database named in `options` if it does not exist.
+pub async fn ensure_database(options: &PgConnectOptions) -> anyhow::Result<()> {
+    let name = options.get_database().unwrap_or("postgres").to_owned();
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        anyhow::bail!("database name {name:?} may contain only letters, digits, '_' and '-'");
+    }
+    let mut conn = options
+        .clone()
+        .database("postgres")
+        .connect()
+        .await
+        .context("connecting to the PostgreSQL server (maintenance database `postgres`)")?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut conn)
+            .await?;
+    if !exists {
+        let sql = format!("CREATE DATABASE \"{name}\"");
+        match sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await
+        {
+            Ok(_) => tracing::info!(database = %name, "created database"),
+            // 42P04: another service created it between our check and our CREATE.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
+            Err(e) => return Err(e).context("creating the database"),
+        }
+    }
+    conn.close().await.ok();
+    Ok(())
+}
+
+/// Whether an error is worth retrying: the database is unreachable, overloaded or asked us to
+/// retry. Anything else (a constraint the data violates) will fail the same way again.
+pub fn is_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            // 40: transaction rollback (serialization, deadlock); 53: insufficient resources;
+            // 57: operator intervention (shutdown, cancel); 08: connection exceptions.
+            ["40", "53", "57", "08"].iter().any(|p| code.starts_with(p))
+        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::Tls(_) => true,
+        _ => false,
+    }
+}

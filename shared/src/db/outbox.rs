@@ -1,0 +1,98 @@
+//! The transactional outbox. A state change and the messages it causes are written in one
+//! transaction; the relay ([`crate::amqp::relay`]) publishes them with publisher confirms and
+//! deletes them once confirmed. A crash between confirm and delete republishes the same
+//! message id, which consumers deduplicate.
+
+use crate::telemetry;
+use serde::Serialize;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+/// A message waiting to be published.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub message_id: Uuid,
+    pub exchange: &'static str,
+    pub routing_key: String,
+    pub payload: Vec<u8>,
+}
+
+impl Outgoing {
+    pub fn json<T: Serialize>(
+        exchange: &'static str,
+        routing_key: String,
+        message_id: Uuid,
+        body: &T,
+    ) -> Self {
+        Self {
+            message_id,
+            exchange,
+            routing_key,
+            // Serialising our own message types cannot fail (no maps with non-string keys).
+            payload: serde_json::to_vec(body).unwrap_or_default(),
+        }
+    }
+}
+
+/// A row claimed by the relay.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub message_id: Uuid,
+    pub exchange: String,
+    pub routing_key: String,
+    pub headers: sqlx::types::Json<std::collections::HashMap<String, String>>,
+    pub payload: Vec<u8>,
+}
+
+/// Adds messages to the outbox inside the caller's transaction. The current span's trace
+/// context is stored with them so the publish continues the same trace.
+pub async fn enqueue(conn: &mut PgConnection, messages: &[Outgoing]) -> sqlx::Result<()> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let headers = serde_json::to_value(telemetry::inject_current()).unwrap_or_default();
+    let ids: Vec<Uuid> = messages.iter().map(|m| m.message_id).collect();
+    let exchanges: Vec<&str> = messages.iter().map(|m| m.exchange).collect();
+    let keys: Vec<&str> = messages.iter().map(|m| m.routing_key.as_str()).collect();
+    let payloads: Vec<&[u8]> = messages.iter().map(|m| m.payload.as_slice()).collect();
+    sqlx::query(
+        "INSERT INTO outbox (message_id, exchange, routing_key, headers, payload)
+         SELECT m, e, k, $4, p FROM UNNEST($1::uuid[], $2::text[], $3::text[], $5::bytea[]) AS t(m, e, k, p)",
+    )
+    .bind(&ids)
+    .bind(&exchanges)
+    .bind(&keys)
+    .bind(headers)
+    .bind(&payloads)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Claims up to `limit` rows for publishing. The rows stay locked (and invisible to other
+/// relays, which skip them) until the caller's transaction ends.
+pub async fn claim(conn: &mut PgConnection, limit: i64) -> sqlx::Result<Vec<OutboxRow>> {
+    sqlx::query_as::<_, OutboxRow>(
+        "SELECT id, message_id, exchange, routing_key, headers, payload FROM outbox
+         ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+pub async fn delete(conn: &mut PgConnection, ids: &[i64]) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
+        .bind(ids)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// How many messages wait to be published (for readiness and metrics).
+pub async fn backlog(pool: &sqlx::PgPool) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(pool)
+        .await
+}

@@ -1,0 +1,142 @@
+//! The life of a service process, shared by the four services so they all start and stop the
+//! same way: connect to PostgreSQL (creating and migrating the database when configured),
+//! warn about gaps in the calendar, run consumers and the outbox relay, and on shutdown:
+//! turn unready, let consumers finish and acknowledge their in-flight messages, then let the
+//! relay publish what they wrote, then stop, all within the grace period.
+
+use crate::amqp::consume::{self, Declare, Handler};
+use crate::amqp::{relay, topology};
+use crate::clock::SharedClock;
+use crate::config::Settings;
+use crate::data::{DataSource, ReferenceData};
+use crate::ops::{self, Readiness};
+use anyhow::Context as _;
+use futures::FutureExt;
+use sqlx::PgPool;
+use std::sync::Arc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// What every service holds.
+#[derive(Clone)]
+pub struct Context {
+    pub app_id: &'static str,
+    pub settings: Settings,
+    pub pool: PgPool,
+    pub readiness: Readiness,
+    pub clock: SharedClock,
+    pub reference: Arc<ReferenceData>,
+}
+
+impl Context {
+    pub async fn start(
+        app_id: &'static str,
+        settings: Settings,
+        clock: SharedClock,
+    ) -> anyhow::Result<Self> {
+        let reference = ReferenceData::load(&DataSource::new(settings.data.dir()))
+            .context("loading reference data (data.dir)")?;
+        for w in reference
+            .calendar
+            .coverage_warnings(clock.now().date_naive())
+        {
+            tracing::warn!(calendar = %w, "WORKING-DAY CALENDAR INCOMPLETE");
+        }
+        let pool = crate::db::connect(&settings.database).await?;
+        Ok(Self {
+            app_id,
+            settings,
+            pool,
+            readiness: Readiness::default(),
+            clock,
+            reference: Arc::new(reference),
+        })
+    }
+
+    /// Starts a consumer of `queue`, declaring it and its bindings first.
+    pub fn spawn_consumer<H: Handler>(
+        &self,
+        queue: topology::QueueSpec,
+        handler: Arc<H>,
+        stop: CancellationToken,
+    ) -> JoinHandle<anyhow::Result<()>> {
+        let limit = self.settings.amqp.delivery_limit;
+        let spec = queue.clone();
+        let declare: Declare = Arc::new(move |ch| {
+            let spec = spec.clone();
+            async move { topology::declare_queue(&ch, &spec, limit).await }.boxed()
+        });
+        tokio::spawn(consume::run(
+            self.settings.clone(),
+            self.pool.clone(),
+            queue.name,
+            declare,
+            handler,
+            self.readiness.clone(),
+            stop,
+        ))
+    }
+
+    /// Runs until `shutdown`: the workers (started with `workers_stop`), the outbox relay and,
+    /// when given, the ops HTTP server. Then stops them in order.
+    pub async fn run(
+        self,
+        ops_listener: Option<tokio::net::TcpListener>,
+        workers: Vec<JoinHandle<anyhow::Result<()>>>,
+        workers_stop: CancellationToken,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let relay_stop = CancellationToken::new();
+        let relay = tokio::spawn(relay::run(
+            self.settings.clone(),
+            self.pool.clone(),
+            self.app_id,
+            self.readiness.clone(),
+            relay_stop.clone(),
+        ));
+        let ops_stop = CancellationToken::new();
+        let ops_task = ops_listener.map(|l| {
+            tokio::spawn(ops::serve(
+                l,
+                ops::router(self.pool.clone(), self.readiness.clone()),
+                ops_stop.clone(),
+            ))
+        });
+
+        shutdown.cancelled().await;
+        tracing::info!(
+            service = self.app_id,
+            "stopping: unready, finishing in-flight work"
+        );
+        self.readiness.stop();
+        tokio::time::sleep(self.settings.shutdown.drain_delay()).await;
+        let grace = self.settings.shutdown.grace_period();
+        let stopping = async {
+            workers_stop.cancel();
+            for w in workers {
+                match w.await {
+                    Ok(Err(e)) => tracing::error!(error = %format!("{e:#}"), "worker failed"),
+                    Err(e) => tracing::error!(error = %e, "worker panicked"),
+                    Ok(Ok(())) => {}
+                }
+            }
+            relay_stop.cancel();
+            if let Ok(Err(e)) = relay.await {
+                tracing::error!(error = %format!("{e:#}"), "outbox relay failed");
+            }
+        };
+        if tokio::time::timeout(grace, stopping).await.is_err() {
+            tracing::warn!(
+                ?grace,
+                "grace period over; exiting with work unfinished (it will be redelivered)"
+            );
+        }
+        ops_stop.cancel();
+        if let Some(t) = ops_task {
+            t.await.ok();
+        }
+        self.pool.close().await;
+        tracing::info!(service = self.app_id, "stopped");
+        Ok(())
+    }
+}

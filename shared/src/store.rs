@@ -1,0 +1,314 @@
+//! Case state shared by the services: locking a case, recording a transition (status, a
+//! timeline entry and the internal event, in the caller's transaction), reading the timeline
+//! and the content a unit may be shown.
+
+use crate::db::outbox::{self, Outgoing};
+use crate::domain::{
+    CaseStatus, Category, Channel, Kind, KkNumber, Nik, PhoneNumber, ProvinceCode, RegencyCode,
+    TrackingId, UnitCode,
+};
+use crate::messages::{
+    Attachment, AttachmentKind, CaseContent, CaseEventV1, Location, Reporter, exchange,
+};
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+/// A case as stored, without the reporter's identity.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct CaseRow {
+    pub id: Uuid,
+    pub tracking_id: String,
+    pub status: String,
+    pub channel: String,
+    pub claimed_kind: Option<String>,
+    pub title: Option<String>,
+    pub body: String,
+    pub province_code: String,
+    pub regency_code: Option<String>,
+    pub anonymous: bool,
+    pub confidential: bool,
+    pub lapor_tracking_id: Option<String>,
+    pub reporter_ref: Vec<u8>,
+    pub received_at: DateTime<Utc>,
+    pub kind: Option<String>,
+    pub in_scope: Option<bool>,
+    pub category: Option<String>,
+    pub needs_followup: Option<bool>,
+    pub holder_unit: Option<String>,
+    pub duplicate_of: Option<Uuid>,
+    pub reporter_message: Option<String>,
+}
+
+/// A stored value that no longer parses is a broken invariant, not bad input: such a
+/// message is parked with this error.
+#[derive(Debug, thiserror::Error)]
+#[error("stored case {case_id} has an invalid {field}")]
+pub struct Corrupt {
+    pub case_id: Uuid,
+    pub field: &'static str,
+}
+
+impl CaseRow {
+    fn corrupt(&self, field: &'static str) -> Corrupt {
+        Corrupt {
+            case_id: self.id,
+            field,
+        }
+    }
+    pub fn status(&self) -> Result<CaseStatus, Corrupt> {
+        CaseStatus::parse(&self.status).map_err(|_| self.corrupt("status"))
+    }
+    pub fn tracking(&self) -> Result<TrackingId, Corrupt> {
+        TrackingId::parse(&self.tracking_id).map_err(|_| self.corrupt("tracking_id"))
+    }
+    pub fn channel(&self) -> Result<Channel, Corrupt> {
+        Channel::parse(&self.channel).map_err(|_| self.corrupt("channel"))
+    }
+    pub fn province(&self) -> Result<ProvinceCode, Corrupt> {
+        ProvinceCode::parse(&self.province_code).map_err(|_| self.corrupt("province_code"))
+    }
+    pub fn regency(&self) -> Result<Option<RegencyCode>, Corrupt> {
+        self.regency_code
+            .as_deref()
+            .map(RegencyCode::parse)
+            .transpose()
+            .map_err(|_| self.corrupt("regency_code"))
+    }
+    pub fn decided_kind(&self) -> Result<Option<Kind>, Corrupt> {
+        self.kind
+            .as_deref()
+            .map(Kind::parse)
+            .transpose()
+            .map_err(|_| self.corrupt("kind"))
+    }
+    pub fn claimed_kind(&self) -> Result<Option<Kind>, Corrupt> {
+        self.claimed_kind
+            .as_deref()
+            .map(Kind::parse)
+            .transpose()
+            .map_err(|_| self.corrupt("claimed_kind"))
+    }
+    pub fn decided_category(&self) -> Result<Option<Category>, Corrupt> {
+        self.category
+            .as_deref()
+            .map(Category::parse)
+            .transpose()
+            .map_err(|_| self.corrupt("category"))
+    }
+    pub fn holder(&self) -> Result<Option<UnitCode>, Corrupt> {
+        self.holder_unit
+            .as_deref()
+            .map(UnitCode::parse)
+            .transpose()
+            .map_err(|_| self.corrupt("holder_unit"))
+    }
+}
+
+const CASE_COLUMNS: &str = "id, tracking_id, status, channel, claimed_kind, title, body, province_code, regency_code, \
+    anonymous, confidential, lapor_tracking_id, reporter_ref, received_at, kind, in_scope, category, needs_followup, \
+    holder_unit, duplicate_of, reporter_message";
+
+/// Locks the case row for the rest of the transaction: every writer of a case goes through
+/// this, so transitions of one case are serialised across services and replicas.
+pub async fn lock(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<CaseRow>> {
+    sqlx::query_as::<_, CaseRow>(sqlx::AssertSqlSafe(format!(
+        "SELECT {CASE_COLUMNS} FROM cases WHERE id = $1 FOR UPDATE"
+    )))
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
+pub async fn by_tracking_id(
+    conn: &mut PgConnection,
+    tracking_id: &TrackingId,
+) -> sqlx::Result<Option<CaseRow>> {
+    sqlx::query_as::<_, CaseRow>(sqlx::AssertSqlSafe(format!(
+        "SELECT {CASE_COLUMNS} FROM cases WHERE tracking_id = $1"
+    )))
+    .bind(tracking_id.to_string())
+    .fetch_optional(conn)
+    .await
+}
+
+/// A change of a case's state, as recorded on its timeline.
+#[derive(Debug, Clone)]
+pub struct Transition<'a> {
+    pub event: &'a str,
+    pub status: CaseStatus,
+    pub unit: Option<&'a UnitCode>,
+    pub actor: &'a str,
+    /// Shown to the reporter; never personal data.
+    pub note: Option<String>,
+    pub at: DateTime<Utc>,
+    /// Also publish `case.<event>` on `lapor.events`.
+    pub publish: bool,
+}
+
+/// Applies a transition: the case's status, a timeline entry and (usually) the internal event,
+/// all in the caller's transaction.
+pub async fn record(
+    conn: &mut PgConnection,
+    case: &CaseRow,
+    t: &Transition<'_>,
+) -> anyhow::Result<()> {
+    sqlx::query("UPDATE cases SET status = $2, updated_at = $3 WHERE id = $1")
+        .bind(case.id)
+        .bind(t.status.as_str())
+        .bind(t.at)
+        .execute(&mut *conn)
+        .await?;
+    log(conn, case.id, case.tracking()?, t).await
+}
+
+/// Adds a timeline entry (and the internal event) without touching the case row, for a case
+/// whose row already has the new status (just inserted or just updated).
+pub async fn log(
+    conn: &mut PgConnection,
+    case_id: Uuid,
+    tracking_id: TrackingId,
+    t: &Transition<'_>,
+) -> anyhow::Result<()> {
+    sqlx::query("INSERT INTO case_events (case_id, at, event, status, unit, actor, note) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+        .bind(case_id)
+        .bind(t.at)
+        .bind(t.event)
+        .bind(t.status.as_str())
+        .bind(t.unit.map(UnitCode::as_str))
+        .bind(t.actor)
+        .bind(&t.note)
+        .execute(&mut *conn)
+        .await?;
+    if t.publish {
+        let ev = CaseEventV1::new(case_id, tracking_id, t.event, t.status, t.at);
+        outbox::enqueue(
+            conn,
+            &[Outgoing::json(
+                exchange::EVENTS,
+                ev.routing_key(),
+                ev.message_id,
+                &ev,
+            )],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// One entry of a case's timeline.
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct TimelineEntry {
+    #[serde(skip)]
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub event: String,
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    #[serde(skip)]
+    pub actor: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+pub async fn timeline(conn: &mut PgConnection, case_id: Uuid) -> sqlx::Result<Vec<TimelineEntry>> {
+    sqlx::query_as::<_, TimelineEntry>(
+        "SELECT id, at, event, status, unit, actor, note FROM case_events WHERE case_id = $1 ORDER BY id",
+    )
+    .bind(case_id)
+    .fetch_all(conn)
+    .await
+}
+
+#[derive(sqlx::FromRow)]
+struct IdentityRow {
+    name: String,
+    nik: String,
+    phone: String,
+    email: Option<String>,
+    address: Option<String>,
+    kk_number: Option<String>,
+    location_address: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct AttachmentRow {
+    kind: String,
+    url: String,
+    sha256: String,
+}
+
+pub async fn attachments(conn: &mut PgConnection, case_id: Uuid) -> sqlx::Result<Vec<Attachment>> {
+    let rows = sqlx::query_as::<_, AttachmentRow>(
+        "SELECT kind, url, sha256 FROM case_attachments WHERE case_id = $1 ORDER BY position",
+    )
+    .bind(case_id)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| {
+            let kind = match r.kind.as_str() {
+                "kk_copy" => AttachmentKind::KkCopy,
+                "photo" => AttachmentKind::Photo,
+                "document" => AttachmentKind::Document,
+                _ => return None,
+            };
+            Some(Attachment {
+                kind,
+                url: r.url,
+                sha256: r.sha256,
+            })
+        })
+        .collect())
+}
+
+/// Everything a unit could be shown about a verified case (identity included); the message
+/// builder removes what each recipient may not see.
+pub async fn content(conn: &mut PgConnection, case: &CaseRow) -> anyhow::Result<CaseContent> {
+    let id = sqlx::query_as::<_, IdentityRow>(
+        "SELECT name, nik, phone, email, address, kk_number, location_address FROM case_identity WHERE case_id = $1",
+    )
+    .bind(case.id)
+    .fetch_one(&mut *conn)
+    .await?;
+    let attachments = attachments(conn, case.id).await?;
+    let corrupt = |field| Corrupt {
+        case_id: case.id,
+        field,
+    };
+    Ok(CaseContent {
+        case_id: case.id,
+        tracking_id: case.tracking()?,
+        kind: case.decided_kind()?.ok_or_else(|| corrupt("kind"))?,
+        category: case
+            .decided_category()?
+            .ok_or_else(|| corrupt("category"))?,
+        channel: case.channel()?,
+        title: case.title.clone(),
+        text: case.body.clone(),
+        location: Location {
+            province_code: case.province()?,
+            regency_code: case.regency()?,
+            address: id.location_address,
+        },
+        reporter: Reporter {
+            name: id.name,
+            nik: Nik::parse(&id.nik).map_err(|_| corrupt("nik"))?,
+            phone: PhoneNumber::parse(&id.phone).map_err(|_| corrupt("phone"))?,
+            email: id.email,
+            address: id.address,
+        },
+        kk_number: id
+            .kk_number
+            .as_deref()
+            .map(KkNumber::parse)
+            .transpose()
+            .map_err(|_| corrupt("kk_number"))?,
+        attachments,
+        anonymous: case.anonymous,
+        confidential: case.confidential,
+        received_at: case.received_at,
+    })
+}
