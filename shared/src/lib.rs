@@ -5,6 +5,7 @@
 //! Nothing here binds a port or listens for signals; binaries do that.
 
 pub mod amqp;
+pub mod broker_admin;
 pub mod clock;
 pub mod config;
 pub mod data;
@@ -15,5 +16,6 @@ pub mod ops;
 pub mod privacy;
 pub mod service;
 pub mod shutdown;
+pub mod sla;
 pub mod store;
 pub mod telemetry;

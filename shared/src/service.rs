@@ -26,6 +26,7 @@ pub struct Context {
     pub readiness: Readiness,
     pub clock: SharedClock,
     pub reference: Arc<ReferenceData>,
+    pub topology: Arc<topology::Topology>,
 }
 
 impl Context {
@@ -43,6 +44,10 @@ impl Context {
             tracing::warn!(calendar = %w, "WORKING-DAY CALENDAR INCOMPLETE");
         }
         let pool = crate::db::connect(&settings.database).await?;
+        let topology = Arc::new(topology::Topology::pipeline(
+            &reference.units,
+            settings.amqp.delivery_limit,
+        ));
         Ok(Self {
             app_id,
             settings,
@@ -50,27 +55,42 @@ impl Context {
             readiness: Readiness::default(),
             clock,
             reference: Arc::new(reference),
+            topology,
         })
     }
 
-    /// Starts a consumer of `queue`, declaring it and its bindings first.
+    /// The standard ops endpoints (`/healthz`, `/readyz`, `/metrics`) on `listener`.
+    pub fn ops(
+        &self,
+        listener: tokio::net::TcpListener,
+    ) -> Option<(tokio::net::TcpListener, axum::Router)> {
+        Some((
+            listener,
+            ops::router(self.pool.clone(), self.readiness.clone()),
+        ))
+    }
+
+    /// Declares the whole topology on a channel (see [`topology::Topology`]).
+    pub fn declare(&self) -> Declare {
+        let t = self.topology.clone();
+        Arc::new(move |ch| {
+            let t = t.clone();
+            async move { t.declare(&ch).await }.boxed()
+        })
+    }
+
+    /// Starts a consumer of `queue` (one of the topology's queues).
     pub fn spawn_consumer<H: Handler>(
         &self,
-        queue: topology::QueueSpec,
+        queue: &str,
         handler: Arc<H>,
         stop: CancellationToken,
     ) -> JoinHandle<anyhow::Result<()>> {
-        let limit = self.settings.amqp.delivery_limit;
-        let spec = queue.clone();
-        let declare: Declare = Arc::new(move |ch| {
-            let spec = spec.clone();
-            async move { topology::declare_queue(&ch, &spec, limit).await }.boxed()
-        });
         tokio::spawn(consume::run(
             self.settings.clone(),
             self.pool.clone(),
-            queue.name,
-            declare,
+            queue.to_owned(),
+            self.declare(),
             handler,
             self.readiness.clone(),
             stop,
@@ -81,7 +101,7 @@ impl Context {
     /// when given, the ops HTTP server. Then stops them in order.
     pub async fn run(
         self,
-        ops_listener: Option<tokio::net::TcpListener>,
+        ops: Option<(tokio::net::TcpListener, axum::Router)>,
         workers: Vec<JoinHandle<anyhow::Result<()>>>,
         workers_stop: CancellationToken,
         shutdown: CancellationToken,
@@ -90,18 +110,13 @@ impl Context {
         let relay = tokio::spawn(relay::run(
             self.settings.clone(),
             self.pool.clone(),
+            self.topology.clone(),
             self.app_id,
             self.readiness.clone(),
             relay_stop.clone(),
         ));
         let ops_stop = CancellationToken::new();
-        let ops_task = ops_listener.map(|l| {
-            tokio::spawn(ops::serve(
-                l,
-                ops::router(self.pool.clone(), self.readiness.clone()),
-                ops_stop.clone(),
-            ))
-        });
+        let ops_task = ops.map(|(l, router)| tokio::spawn(ops::serve(l, router, ops_stop.clone())));
 
         shutdown.cancelled().await;
         tracing::info!(

@@ -312,3 +312,23 @@ pub async fn content(conn: &mut PgConnection, case: &CaseRow) -> anyhow::Result<
         received_at: case.received_at,
     })
 }
+
+/// The timeline as the SLA clock reads it.
+pub async fn steps(conn: &mut PgConnection, case_id: Uuid) -> sqlx::Result<Vec<crate::sla::Step>> {
+    Ok(timeline(conn, case_id)
+        .await?
+        .into_iter()
+        .filter_map(TimelineEntry::step)
+        .collect())
+}
+
+impl TimelineEntry {
+    pub fn step(self) -> Option<crate::sla::Step> {
+        Some(crate::sla::Step {
+            at: self.at,
+            status: CaseStatus::parse(&self.status).ok()?,
+            unit: self.unit.as_deref().and_then(|u| UnitCode::parse(u).ok()),
+            event: self.event,
+        })
+    }
+}

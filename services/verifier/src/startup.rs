@@ -1,16 +1,13 @@
 use crate::classify::Classifier;
 use crate::handler::VerifyHandler;
-use lapor_shared::amqp::topology::QueueSpec;
+use lapor_shared::amqp::topology;
 use lapor_shared::clock::SharedClock;
 use lapor_shared::config::Settings;
 use lapor_shared::data::DataSource;
-use lapor_shared::messages::exchange;
 use lapor_shared::service::Context;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-
-pub const QUEUE: &str = "verifier.cases";
 
 pub struct Verifier {
     ctx: Context,
@@ -40,21 +37,14 @@ impl Verifier {
 
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let stop = CancellationToken::new();
-        let queue = QueueSpec::new(
-            QUEUE,
-            &[
-                (exchange::EVENTS, "case.received"),
-                (exchange::EVENTS, "case.supplemented"),
-                (exchange::EVENTS, "case.reviewed"),
-            ],
-        );
         let handler = Arc::new(VerifyHandler {
             ctx: self.ctx.clone(),
             classifier: self.classifier,
         });
-        let consumer = self.ctx.spawn_consumer(queue, handler, stop.clone());
-        self.ctx
-            .run(Some(self.ops), vec![consumer], stop, shutdown)
-            .await
+        let consumer = self
+            .ctx
+            .spawn_consumer(topology::VERIFIER, handler, stop.clone());
+        let ops = self.ctx.ops(self.ops);
+        self.ctx.run(ops, vec![consumer], stop, shutdown).await
     }
 }

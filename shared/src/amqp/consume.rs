@@ -294,13 +294,18 @@ async fn process_decoded<H: Handler>(
     }
 }
 
-/// How a consumer declares what it reads from.
+/// How a consumer declares the topology before it reads (see [`super::topology::Topology`]).
 pub type Declare = Arc<
     dyn Fn(lapin::Channel) -> futures::future::BoxFuture<'static, anyhow::Result<()>> + Send + Sync,
 >;
 
-/// Consumes `queue` until `shutdown`, reconnecting after any loss. In-flight messages finish
-/// (and are acknowledged) before it returns; prefetched ones go back to the queue.
+/// What a raw consumer does with each delivery (it must acknowledge it itself).
+pub type OnDelivery =
+    Arc<dyn Fn(Delivery) -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
+
+/// Consumes `queue` with a [`Handler`] until `shutdown`, reconnecting after any loss.
+/// In-flight messages finish (and are acknowledged) before it returns; prefetched ones go back
+/// to the queue.
 pub async fn run<H: Handler>(
     settings: Settings,
     pool: PgPool,
@@ -310,7 +315,39 @@ pub async fn run<H: Handler>(
     readiness: Readiness,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let (q, stop) = (queue.clone(), shutdown.clone());
+    let name = handler.name();
+    let on_delivery: OnDelivery = Arc::new(move |delivery| {
+        let (handler, pool, q, stop) = (handler.clone(), pool.clone(), q.clone(), stop.clone());
+        Box::pin(async move {
+            process(handler.as_ref(), &pool, &q, delivery, &stop).await;
+        })
+    });
+    run_raw(
+        settings,
+        queue,
+        declare,
+        name,
+        on_delivery,
+        readiness,
+        shutdown,
+    )
+    .await
+}
+
+/// The connection supervisor under [`run`], for consumers that do their own acknowledging.
+pub async fn run_raw(
+    settings: Settings,
+    queue: String,
+    declare: Declare,
+    name: &'static str,
+    on_delivery: OnDelivery,
+    readiness: Readiness,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let part = format!("consumer:{queue}");
+    // Registered unready at once, so /readyz cannot pass before this consumer consumes.
+    readiness.set(&part, false);
     let mut backoff = super::relay::reconnect_backoff();
     loop {
         if shutdown.is_cancelled() {
@@ -318,10 +355,10 @@ pub async fn run<H: Handler>(
         }
         match session(
             &settings,
-            &pool,
             &queue,
             &declare,
-            handler.clone(),
+            name,
+            &on_delivery,
             &readiness,
             &part,
             &shutdown,
@@ -345,23 +382,18 @@ pub async fn run<H: Handler>(
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn session<H: Handler>(
+async fn session(
     settings: &Settings,
-    pool: &PgPool,
     queue: &str,
     declare: &Declare,
-    handler: Arc<H>,
+    name: &str,
+    on_delivery: &OnDelivery,
     readiness: &Readiness,
     part: &str,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let conn = super::connect(
-        &settings.amqp,
-        &format!("{} consumer {queue}", handler.name()),
-    )
-    .await?;
+    let conn = super::connect(&settings.amqp, &format!("{name} consumer {queue}")).await?;
     let ch = conn.create_channel().await?;
-    super::topology::declare_core(&ch).await?;
     declare(ch.clone()).await?;
     ch.basic_qos(settings.amqp.prefetch, BasicQosOptions::default())
         .await?;
@@ -386,12 +418,7 @@ async fn session<H: Handler>(
             futures::future::ready(d.is_ok())
         })
         .filter_map(|d| futures::future::ready(d.ok()))
-        .for_each_concurrent(concurrency, |delivery| {
-            let handler = handler.clone();
-            async move {
-                process(handler.as_ref(), pool, queue, delivery, shutdown).await;
-            }
-        })
+        .for_each_concurrent(concurrency, |delivery| on_delivery(delivery))
         .await;
     if let Some(e) = lost.lock().unwrap_or_else(|p| p.into_inner()).take() {
         anyhow::bail!("delivery stream failed: {e}");

@@ -69,7 +69,7 @@ impl Publisher {
             telemetry::extract_into(&span, &row.headers.0);
             let confirm = async {
                 let mut hdrs: HashMap<String, String> = telemetry::inject_current();
-                hdrs.retain(|k, _| k == "traceparent" || k == "tracestate");
+                hdrs.retain(|k, v| (k == "traceparent" || k == "tracestate") && !v.is_empty());
                 self.publish_one(
                     &row.exchange,
                     &row.routing_key,

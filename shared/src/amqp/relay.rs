@@ -8,6 +8,7 @@
 //! poll interval as the fallback if a notification is lost.
 
 use super::publish::{PublishError, Publisher};
+use super::topology::Topology;
 use crate::config::Settings;
 use crate::db::outbox;
 use crate::ops::Readiness;
@@ -49,6 +50,7 @@ pub async fn relay_once(
 pub async fn run(
     settings: Settings,
     pool: PgPool,
+    topology: std::sync::Arc<Topology>,
     app_id: &'static str,
     readiness: Readiness,
     shutdown: CancellationToken,
@@ -61,9 +63,10 @@ pub async fn run(
                 readiness.clone(),
                 shutdown.clone(),
             );
-            tokio::spawn(
-                async move { supervise(n, settings, pool, app_id, readiness, shutdown).await },
-            )
+            let topology = topology.clone();
+            tokio::spawn(async move {
+                supervise(n, settings, pool, topology, app_id, readiness, shutdown).await
+            })
         })
         .collect::<Vec<_>>();
     for w in workers {
@@ -76,14 +79,20 @@ async fn supervise(
     n: u32,
     settings: Settings,
     pool: PgPool,
+    topology: std::sync::Arc<Topology>,
     app_id: &'static str,
     readiness: Readiness,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let part = format!("outbox-relay-{n}");
+    readiness.set(&part, false);
     let mut backoff = reconnect_backoff();
     loop {
-        match session(&settings, &pool, app_id, &readiness, &part, &shutdown).await {
+        match session(
+            &settings, &pool, &topology, app_id, &readiness, &part, &shutdown,
+        )
+        .await
+        {
             Ok(()) => return Ok(()),
             Err(e) => {
                 readiness.set(&part, false);
@@ -110,6 +119,7 @@ pub(crate) fn reconnect_backoff() -> impl Iterator<Item = Duration> {
 async fn session(
     settings: &Settings,
     pool: &PgPool,
+    topology: &Topology,
     app_id: &'static str,
     readiness: &Readiness,
     part: &str,
@@ -117,7 +127,7 @@ async fn session(
 ) -> anyhow::Result<()> {
     let conn = super::connect(&settings.amqp, &format!("{app_id} outbox relay")).await?;
     let publisher = Publisher::open(&conn, settings.amqp.publish_timeout(), app_id).await?;
-    super::topology::declare_core(publisher.channel()).await?;
+    topology.declare(publisher.channel()).await?;
     let mut listener = PgListener::connect_with(pool).await?;
     listener.listen("lapor_outbox").await?;
     readiness.set(part, true);

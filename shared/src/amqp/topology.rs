@@ -19,6 +19,12 @@ use lapin::{Channel, ExchangeKind};
 pub const PARKED_DEAD_LETTERS: &str = "parked.dead-letters";
 pub const PARKED_UNROUTABLE: &str = "parked.unroutable";
 
+/// The pipeline's own work queues.
+pub const VERIFIER: &str = "verifier.cases";
+pub const DISTRIBUTOR_VERIFIED: &str = "distributor.verified";
+pub const DISTRIBUTOR_FOLLOWUPS: &str = "distributor.followups";
+pub const SLA_EVENTS: &str = "sla-monitor.events";
+
 /// A work queue and what it is bound to.
 #[derive(Debug, Clone)]
 pub struct QueueSpec {
@@ -114,6 +120,50 @@ pub async fn declare_core(ch: &Channel) -> anyhow::Result<()> {
         .await?;
     }
     Ok(())
+}
+
+/// Everything the pipeline needs on its vhost. Every service declares all of it on every
+/// connection, so whichever service starts first, nothing it publishes can find its queue
+/// missing (an early `case.received` would otherwise wait in the unroutable parking queue).
+#[derive(Debug, Clone)]
+pub struct Topology {
+    pub queues: Vec<QueueSpec>,
+    pub delivery_limit: u32,
+}
+
+impl Topology {
+    pub fn pipeline(units: &crate::data::UnitRegistry, delivery_limit: u32) -> Self {
+        let mut queues = vec![
+            QueueSpec::new(
+                VERIFIER,
+                &[
+                    (exchange::EVENTS, "case.received"),
+                    (exchange::EVENTS, "case.supplemented"),
+                    (exchange::EVENTS, "case.reviewed"),
+                ],
+            ),
+            QueueSpec::new(DISTRIBUTOR_VERIFIED, &[(exchange::EVENTS, "case.verified")]),
+            QueueSpec::new(DISTRIBUTOR_FOLLOWUPS, &[(exchange::FOLLOWUP, "*.followup")]),
+            QueueSpec::new(SLA_EVENTS, &[(exchange::EVENTS, "case.#")]),
+        ];
+        queues.extend(units.iter().map(|u| QueueSpec::unit(&u.code)));
+        Self {
+            queues,
+            delivery_limit,
+        }
+    }
+
+    pub fn spec(&self, name: &str) -> Option<&QueueSpec> {
+        self.queues.iter().find(|q| q.name == name)
+    }
+
+    pub async fn declare(&self, ch: &Channel) -> anyhow::Result<()> {
+        declare_core(ch).await?;
+        for q in &self.queues {
+            declare_queue(ch, q, self.delivery_limit).await?;
+        }
+        Ok(())
+    }
 }
 
 /// A durable quorum work queue with its bindings.

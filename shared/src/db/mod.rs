@@ -67,8 +67,10 @@ pub async fn ensure_database(options: &PgConnectOptions) -> anyhow::Result<()> {
             .await
         {
             Ok(_) => tracing::info!(database = %name, "created database"),
-            // 42P04: another service created it between our check and our CREATE.
-            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
+            // Another service created it between our check and our CREATE: 42P04, or 23505
+            // when both CREATEs ran at the same moment.
+            Err(sqlx::Error::Database(e))
+                if matches!(e.code().as_deref(), Some("42P04" | "23505")) => {}
             Err(e) => return Err(e).context("creating the database"),
         }
     }

@@ -136,7 +136,9 @@ mod tests {
         assert!(term("bantuan pangan").occurs_in(&toks("belum dapat bantuan pangan bulan ini")));
         assert!(!term("bantuan pangan").occurs_in(&toks("bantuan untuk pangan")));
         assert!(term("*potong*").occurs_in(&toks("bantuan dipotong ketua")));
-        assert!(term("*potong*").occurs_in(&toks("ada pemotongan")));
+        // me-/pe- drop the initial p: memotong, pemotongan need their own entry.
+        assert!(!term("*potong*").occurs_in(&toks("ada pemotongan")));
+        assert!(term("*motong*").occurs_in(&toks("ada pemotongan")));
         assert!(term("potong*").occurs_in(&toks("ada potongan")));
         assert!(!term("potong*").occurs_in(&toks("dipotong")));
         assert!(term("*potong").occurs_in(&toks("dipotong")));

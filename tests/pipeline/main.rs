@@ -1,0 +1,8 @@
+//! End-to-end tests: the four services in-process against the real RabbitMQ and PostgreSQL,
+//! each test on its own vhost and database, observed as an outsider would.
+
+#![allow(clippy::unwrap_used)]
+
+mod intake_api;
+mod outcomes;
+mod parking;
