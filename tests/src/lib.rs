@@ -81,11 +81,14 @@ pub fn telemetry() -> &'static Telemetry {
     })
 }
 
+/// Changes a test makes to the settings every service gets.
+pub type Configure = Box<dyn Fn(&mut Settings)>;
+
 #[derive(Default)]
 pub struct Options {
     /// A hand-moved clock for all services (the sweeper then runs only when asked).
     pub clock: Option<ManualClock>,
-    pub configure: Option<Box<dyn Fn(&mut Settings)>>,
+    pub configure: Option<Configure>,
 }
 
 /// What a test leaves behind on the broker and the database server, removed by
@@ -161,7 +164,7 @@ impl Drop for TestApp {
         let tasks = std::mem::take(&mut self.tasks);
         let cleanup = async move {
             for t in tasks {
-                let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+                tokio::time::timeout(Duration::from_secs(10), t).await.ok();
             }
             l.remove().await;
         };
@@ -170,15 +173,17 @@ impl Drop for TestApp {
                 tokio::task::block_in_place(|| h.block_on(cleanup));
             }
             _ => {
-                let _ = std::thread::spawn(move || {
+                let cleaner = std::thread::spawn(move || {
                     if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()
                     {
                         rt.block_on(cleanup);
                     }
-                })
-                .join();
+                });
+                if cleaner.join().is_err() {
+                    eprintln!("test clean-up panicked; `make clean-test` removes what is left");
+                }
             }
         }
     }

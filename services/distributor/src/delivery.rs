@@ -14,6 +14,7 @@ pub const ACTOR: &str = "distributor";
 
 /// Gives the case to `assignee` (copies to `tembusan`), recording `event` on the timeline.
 /// Returns the assignee's follow-up deadline.
+#[allow(clippy::too_many_arguments)]
 pub async fn deliver(
     tx: &mut PgConnection,
     ctx: &Context,

@@ -141,17 +141,23 @@ pub fn evaluate(items: &[Labelled], classifier: &Classifier, routing: &RoutingTa
 
 pub fn render(r: &Report) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "complaints          {}", r.total);
-    let _ = writeln!(s, "kind                {:.3}", r.kind_accuracy);
-    let _ = writeln!(s, "in_scope            {:.3}", r.in_scope_accuracy);
-    let _ = writeln!(
+    writeln!(s, "complaints          {}", r.total).expect("writing to a String cannot fail");
+    writeln!(s, "kind                {:.3}", r.kind_accuracy)
+        .expect("writing to a String cannot fail");
+    writeln!(s, "in_scope            {:.3}", r.in_scope_accuracy)
+        .expect("writing to a String cannot fail");
+    writeln!(
         s,
         "category (auto)     {:.3}   ({} automatic decisions)",
         r.category_accuracy_auto, r.auto_decisions
-    );
-    let _ = writeln!(s, "category (all)      {:.3}", r.category_accuracy_all);
-    let _ = writeln!(s, "needs_followup      {:.3}", r.followup_accuracy);
-    let _ = writeln!(s, "manual review rate  {:.3}", r.manual_review_rate);
+    )
+    .expect("writing to a String cannot fail");
+    writeln!(s, "category (all)      {:.3}", r.category_accuracy_all)
+        .expect("writing to a String cannot fail");
+    writeln!(s, "needs_followup      {:.3}", r.followup_accuracy)
+        .expect("writing to a String cannot fail");
+    writeln!(s, "manual review rate  {:.3}", r.manual_review_rate)
+        .expect("writing to a String cannot fail");
     let mut cols: Vec<String> = r
         .confusion
         .values()
@@ -160,18 +166,19 @@ pub fn render(r: &Report) -> String {
     cols.extend(r.confusion.keys().cloned());
     cols.sort();
     cols.dedup();
-    let _ = writeln!(s, "\nconfusion (rows: expected, columns: predicted)");
+    writeln!(s, "\nconfusion (rows: expected, columns: predicted)")
+        .expect("writing to a String cannot fail");
     let short = |c: &str| c.chars().take(6).collect::<String>();
-    let _ = write!(s, "{:<22}", "");
+    write!(s, "{:<22}", "").expect("writing to a String cannot fail");
     for c in &cols {
-        let _ = write!(s, "{:>7}", short(c));
+        write!(s, "{:>7}", short(c)).expect("writing to a String cannot fail");
     }
-    let _ = writeln!(s);
+    writeln!(s).expect("writing to a String cannot fail");
     for (row, m) in &r.confusion {
-        let _ = write!(s, "{row:<22}");
+        write!(s, "{row:<22}").expect("writing to a String cannot fail");
         for c in &cols {
             let n = m.get(c).copied().unwrap_or(0);
-            let _ = write!(
+            write!(
                 s,
                 "{:>7}",
                 if n == 0 {
@@ -179,14 +186,15 @@ pub fn render(r: &Report) -> String {
                 } else {
                     n.to_string()
                 }
-            );
+            )
+            .expect("writing to a String cannot fail");
         }
-        let _ = writeln!(s);
+        writeln!(s).expect("writing to a String cannot fail");
     }
     if !r.disagreements.is_empty() {
-        let _ = writeln!(s, "\ndisagreements and reviews");
+        writeln!(s, "\ndisagreements and reviews").expect("writing to a String cannot fail");
         for d in &r.disagreements {
-            let _ = writeln!(s, "  {d}");
+            writeln!(s, "  {d}").expect("writing to a String cannot fail");
         }
     }
     s

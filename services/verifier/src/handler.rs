@@ -22,14 +22,15 @@ async fn officer_decision(
     conn: &mut PgConnection,
     case: &CaseRow,
 ) -> sqlx::Result<Option<OfficerDecision>> {
-    let row: Option<(
+    type Row = (
         String,
         Option<String>,
         Option<bool>,
         Option<String>,
         Option<bool>,
         Option<String>,
-    )> = sqlx::query_as(
+    );
+    let row: Option<Row> = sqlx::query_as(
         "SELECT actor, kind, in_scope, category, needs_followup, note FROM case_decisions
          WHERE case_id = $1 AND actor LIKE 'officer:%' ORDER BY id DESC LIMIT 1",
     )
