@@ -6,3 +6,4 @@
 mod intake_api;
 mod outcomes;
 mod parking;
+mod verification;

@@ -190,6 +190,53 @@ fn valid_name(s: &str) -> Result<String, &'static str> {
     }
 }
 
+impl Check {
+    fn attachments(&mut self, list: Option<Vec<AttachmentV1>>) -> Vec<Attachment> {
+        let mut attachments = Vec::new();
+        let list = list.unwrap_or_default();
+        if list.len() > MAX_ATTACHMENTS {
+            self.fail(
+                "attachments",
+                format!("at most {MAX_ATTACHMENTS} attachments"),
+            );
+        }
+        for (i, a) in list.into_iter().take(MAX_ATTACHMENTS).enumerate() {
+            let at = |f: &str| format!("attachments[{i}].{f}");
+            let kind = self.required(&at("kind"), a.kind).and_then(|k| {
+                self.parse(&at("kind"), Some(k), |s| match s {
+                    "kk_copy" => Ok(AttachmentKind::KkCopy),
+                    "photo" => Ok(AttachmentKind::Photo),
+                    "document" => Ok(AttachmentKind::Document),
+                    _ => Err("must be one of: kk_copy photo document"),
+                })
+            });
+            let url = self
+                .required(&at("url"), a.url)
+                .and_then(|u| self.parse(&at("url"), Some(u), valid_url));
+            let sha256 = self
+                .required(&at("sha256"), a.sha256)
+                .and_then(|h| self.parse(&at("sha256"), Some(h), valid_sha256));
+            if let (Some(kind), Some(url), Some(sha256)) = (kind, url, sha256) {
+                attachments.push(Attachment { kind, url, sha256 });
+            }
+        }
+        attachments
+    }
+}
+
+/// Validates a list of attachments on its own (for documents sent after the complaint).
+pub fn validate_attachments(
+    list: Option<Vec<AttachmentV1>>,
+) -> Result<Vec<Attachment>, Vec<FieldError>> {
+    let mut c = Check { errors: Vec::new() };
+    let a = c.attachments(list);
+    if c.errors.is_empty() {
+        Ok(a)
+    } else {
+        Err(c.errors)
+    }
+}
+
 impl SubmissionV1 {
     pub fn validate(self) -> Result<NewComplaint, Vec<FieldError>> {
         let mut c = Check { errors: Vec::new() };
@@ -258,34 +305,7 @@ impl SubmissionV1 {
         let anonymous = c.required("anonymous", self.anonymous);
         let confidential = c.required("confidential", self.confidential);
 
-        let mut attachments = Vec::new();
-        let list = self.attachments.unwrap_or_default();
-        if list.len() > MAX_ATTACHMENTS {
-            c.fail(
-                "attachments",
-                format!("at most {MAX_ATTACHMENTS} attachments"),
-            );
-        }
-        for (i, a) in list.into_iter().take(MAX_ATTACHMENTS).enumerate() {
-            let at = |f: &str| format!("attachments[{i}].{f}");
-            let kind = c.required(&at("kind"), a.kind).and_then(|k| {
-                c.parse(&at("kind"), Some(k), |s| match s {
-                    "kk_copy" => Ok(AttachmentKind::KkCopy),
-                    "photo" => Ok(AttachmentKind::Photo),
-                    "document" => Ok(AttachmentKind::Document),
-                    _ => Err("must be one of: kk_copy photo document"),
-                })
-            });
-            let url = c
-                .required(&at("url"), a.url)
-                .and_then(|u| c.parse(&at("url"), Some(u), valid_url));
-            let sha256 = c
-                .required(&at("sha256"), a.sha256)
-                .and_then(|h| c.parse(&at("sha256"), Some(h), valid_sha256));
-            if let (Some(kind), Some(url), Some(sha256)) = (kind, url, sha256) {
-                attachments.push(Attachment { kind, url, sha256 });
-            }
-        }
+        let attachments = c.attachments(self.attachments);
         let lapor_tracking_id = c.parse(
             "lapor_tracking_id",
             self.lapor_tracking_id.filter(|s| !s.trim().is_empty()),

@@ -78,7 +78,13 @@ pub enum RedriveError {
 /// that already handled it will recognise it.
 pub async fn redrive(pool: &PgPool, id: i64) -> Result<Uuid, RedriveError> {
     let mut tx = pool.begin().await?;
-    type Row = (String, String, Option<String>, Vec<u8>, Option<chrono::DateTime<chrono::Utc>>);
+    type Row = (
+        String,
+        String,
+        Option<String>,
+        Vec<u8>,
+        Option<chrono::DateTime<chrono::Utc>>,
+    );
     let row: Option<Row> = sqlx::query_as(
         "SELECT exchange, routing_key, message_id, payload, redriven_at FROM parked_messages WHERE id = $1 FOR UPDATE",
     )

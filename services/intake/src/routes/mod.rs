@@ -1,4 +1,7 @@
+mod auth;
 mod complaints;
+mod reporter;
+mod reviews;
 
 use crate::problem::Problem;
 use axum::Router;
@@ -19,6 +22,16 @@ pub fn router(ctx: Context) -> Router {
     Router::new()
         .route("/v1/complaints", post(complaints::submit))
         .route("/v1/complaints/{tracking_id}", get(complaints::status))
+        .route(
+            "/v1/complaints/{tracking_id}/supplement",
+            post(reporter::supplement),
+        )
+        .route(
+            "/v1/complaints/{tracking_id}/replies",
+            post(reporter::reply),
+        )
+        .route("/v1/reviews", get(reviews::list))
+        .route("/v1/reviews/{tracking_id}/decision", post(reviews::decide))
         .with_state(ctx)
         .merge(ops)
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "not-found", "No such resource") })

@@ -71,12 +71,33 @@ pub struct LexiconError {
 #[serde(deny_unknown_fields)]
 struct LexiconFile {
     version: String,
-    beneficiary_categories: Vec<String>,
-    beneficiary_weight: f64,
+    yield_weight: f64,
     general: Tiers,
     kinds: BTreeMap<String, Tiers>,
-    categories: BTreeMap<String, Tiers>,
+    categories: BTreeMap<String, CategoryEntry>,
     ages: Ages,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CategoryEntry {
+    #[serde(default)]
+    yields_to: Vec<String>,
+    #[serde(default)]
+    needs_context: bool,
+    #[serde(default)]
+    strong: Vec<String>,
+    #[serde(default)]
+    medium: Vec<String>,
+    #[serde(default)]
+    weak: Vec<String>,
+}
+
+struct CategoryRule {
+    category: Category,
+    terms: TermSet,
+    yields_to: Vec<Category>,
+    needs_context: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -115,11 +136,10 @@ pub struct Classifier {
     normaliser: Normaliser,
     general: TermSet,
     kinds: Vec<(Kind, TermSet)>,
-    categories: Vec<(Category, TermSet)>,
+    categories: Vec<CategoryRule>,
     agencies: Vec<CompiledAgency>,
     ages: Ages,
-    beneficiaries: Vec<Category>,
-    beneficiary_weight: f64,
+    yield_weight: f64,
     threshold: f64,
 }
 
@@ -210,27 +230,34 @@ impl Classifier {
             kinds.push((kind, TermSet::from_tiers(tiers, &normaliser)));
         }
         let mut categories = Vec::new();
-        for (name, tiers) in &lex.categories {
-            let c = Category::parse(name)
-                .map_err(|e| err("lexicon.toml")(format!("categories.{name}: {e}")))?;
-            categories.push((c, TermSet::from_tiers(tiers, &normaliser)));
+        for (name, entry) in &lex.categories {
+            let at = |e: String| err("lexicon.toml")(format!("categories.{name}: {e}"));
+            let category = Category::parse(name).map_err(|e| at(e.to_string()))?;
+            let yields_to = entry
+                .yields_to
+                .iter()
+                .map(|y| Category::parse(y).map_err(|e| at(format!("yields_to: {e}"))))
+                .collect::<Result<Vec<_>, _>>()?;
+            let tiers = Tiers {
+                strong: entry.strong.clone(),
+                medium: entry.medium.clone(),
+                weak: entry.weak.clone(),
+            };
+            categories.push(CategoryRule {
+                category,
+                terms: TermSet::from_tiers(&tiers, &normaliser),
+                yields_to,
+                needs_context: entry.needs_context,
+            });
         }
         if let Some(missing) = Category::ALL
             .iter()
-            .find(|c| !categories.iter().any(|(k, _)| k == *c))
+            .find(|c| !categories.iter().any(|r| r.category == **c))
         {
             return Err(err("lexicon.toml")(format!(
                 "category {missing} has no evidence terms"
             )));
         }
-        let beneficiaries = lex
-            .beneficiary_categories
-            .iter()
-            .map(|c| {
-                Category::parse(c)
-                    .map_err(|e| err("lexicon.toml")(format!("beneficiary_categories: {e}")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
         let ag: AgenciesFile =
             toml::from_str(agencies).map_err(|e| err("agencies.toml")(e.to_string()))?;
         let agencies = ag
@@ -256,8 +283,7 @@ impl Classifier {
             categories,
             agencies,
             ages: lex.ages,
-            beneficiaries,
-            beneficiary_weight: lex.beneficiary_weight,
+            yield_weight: lex.yield_weight,
             threshold,
         })
     }
@@ -312,15 +338,12 @@ impl Classifier {
         };
 
         // Category and scope.
-        let mut cats: Vec<(Category, f64)> = Vec::new();
-        let mut subject_is_clear = false;
-        for (c, set) in &self.categories {
-            let (s, hits) = set.score(&tokens);
-            note(&mut evidence, format!("category:{c}"), &hits);
-            if !self.beneficiaries.contains(c) && hits.iter().any(|t| t.weight >= STRONG) {
-                subject_is_clear = true;
-            }
-            cats.push((*c, s));
+        // Raw scores and which categories have strong evidence.
+        let mut raw: Vec<(Category, f64, bool)> = Vec::new();
+        for rule in &self.categories {
+            let (s, hits) = rule.terms.score(&tokens);
+            note(&mut evidence, format!("category:{}", rule.category), &hits);
+            raw.push((rule.category, s, hits.iter().any(|t| t.weight >= STRONG)));
         }
         for age in ages(&tokens) {
             let (target, w) = if age >= self.ages.elderly_from {
@@ -330,7 +353,7 @@ impl Classifier {
             } else {
                 continue;
             };
-            if let Some(entry) = cats.iter_mut().find(|(c, _)| *c == target) {
+            if let Some(entry) = raw.iter_mut().find(|(c, _, _)| *c == target) {
                 entry.1 += w;
                 evidence.push(Evidence {
                     target: format!("category:{target}"),
@@ -339,18 +362,31 @@ impl Classifier {
                 });
             }
         }
-        if subject_is_clear {
-            for (c, s) in cats.iter_mut() {
-                if self.beneficiaries.contains(c) {
-                    *s *= self.beneficiary_weight;
+        let (general, hits) = self.general.score(&tokens);
+        note(&mut evidence, "general".into(), &hits);
+        let strong = |c: Category| raw.iter().any(|(x, _, st)| *x == c && *st);
+        let mut cats: Vec<(Category, f64)> = Vec::new();
+        for rule in &self.categories {
+            let own = raw
+                .iter()
+                .find(|(c, _, _)| *c == rule.category)
+                .map_or(0.0, |r| r.1);
+            let mut score = own;
+            if rule.needs_context {
+                let context =
+                    general > 0.0 || raw.iter().any(|(c, s, _)| *c != rule.category && *s > 0.0);
+                if !context {
+                    score = 0.0;
                 }
             }
+            if rule.yields_to.iter().any(|y| strong(*y)) {
+                score *= self.yield_weight;
+            }
+            cats.push((rule.category, score));
         }
         cats.sort_by(|a, b| b.1.total_cmp(&a.1));
         let (best_cat, best) = cats[0];
         let second = cats.get(1).map_or(0.0, |c| c.1);
-        let (general, hits) = self.general.score(&tokens);
-        note(&mut evidence, "general".into(), &hits);
 
         let mut agency_best: Option<(&CompiledAgency, f64)> = None;
         for a in &self.agencies {
