@@ -19,3 +19,4 @@ pub mod shutdown;
 pub mod sla;
 pub mod store;
 pub mod telemetry;
+pub mod units;

@@ -119,6 +119,8 @@ pub struct Clock {
     pub used_secs: i64,
     /// Set while running: the moment it last (re)started.
     pub running_since: Option<DateTime<Utc>>,
+    /// When the budget ran out, if it has: the deadline stays there, whatever happens later.
+    pub exhausted_at: Option<DateTime<Utc>>,
 }
 
 impl Clock {
@@ -126,10 +128,12 @@ impl Clock {
         self.running_since.is_some()
     }
 
-    /// When the budget runs out, if the clock keeps running.
+    /// When the budget runs (or ran) out, if the clock is running.
     pub fn due_at(&self, cal: &WorkingCalendar) -> Option<DateTime<Utc>> {
-        self.running_since
-            .map(|since| cal.advance(since, (self.budget_secs - self.used_secs).max(0), self.zone))
+        let since = self.running_since?;
+        Some(self.exhausted_at.unwrap_or_else(|| {
+            cal.advance(since, (self.budget_secs - self.used_secs).max(0), self.zone)
+        }))
     }
 
     /// When `fraction` of the budget will have been used.
@@ -143,6 +147,7 @@ impl Clock {
 #[derive(Debug, Default)]
 struct Acc {
     started_at: Option<DateTime<Utc>>,
+    exhausted_at: Option<DateTime<Utc>>,
     budget: i64,
     used: i64,
     cycle: u32,
@@ -175,7 +180,12 @@ pub fn current_clock(
         // Stop the running clock at this step; it restarts below if it still runs.
         if let Some((k, since)) = current.take() {
             let acc = &mut clocks[idx(k)];
-            acc.used += cal.working_seconds(since, s.at, acc.zone.unwrap_or(policy.zone));
+            let zone = acc.zone.unwrap_or(policy.zone);
+            let secs = cal.working_seconds(since, s.at, zone);
+            if acc.exhausted_at.is_none() && acc.used + secs >= acc.budget {
+                acc.exhausted_at = Some(cal.advance(since, acc.budget - acc.used, zone));
+            }
+            acc.used += secs;
         }
         let Some(k) = ClockKind::for_status(s.status) else {
             if s.status.is_final() {
@@ -198,6 +208,7 @@ pub fn current_clock(
             let deadline = cal.deadline(s.at, policy.days(k), zone);
             *acc = Acc {
                 started_at: Some(s.at),
+                exhausted_at: None,
                 budget: cal.working_seconds(s.at, deadline, zone),
                 used: 0,
                 cycle: acc.cycle + 1,
@@ -221,6 +232,7 @@ pub fn current_clock(
         budget_secs: acc.budget,
         used_secs: acc.used,
         running_since: current.map(|(_, since)| since),
+        exhausted_at: acc.exhausted_at,
     })
 }
 
@@ -445,6 +457,48 @@ mod tests {
         assert_eq!(p[0].due_at, t("2026-12-10T00:00:00+07:00"));
         assert_eq!(p[2].due_at, t("2026-12-14T23:59:59+07:00"));
         assert_eq!(p[3].due_at, t("2026-12-15T23:59:59+07:00"));
+    }
+
+    #[test]
+    fn entries_after_the_breach_do_not_move_the_deadline() {
+        let d = ReferenceData::built_in();
+        let mut steps = vec![step(
+            "2026-12-07T09:00:00+07:00",
+            "routed",
+            CaseStatus::Routed,
+            Some("LINJAMSOS"),
+        )];
+        let due = current_clock(&steps, &d.calendar, &policy(), &d.units)
+            .expect("clock")
+            .due_at(&d.calendar);
+        assert_eq!(due, Some(t("2026-12-14T23:59:59+07:00")));
+        // The monitor's own notices land on the timeline, before and after the deadline.
+        steps.push(step(
+            "2026-12-10T12:00:00+07:00",
+            "sla_reminder",
+            CaseStatus::Routed,
+            Some("LINJAMSOS"),
+        ));
+        steps.push(step(
+            "2026-12-15T10:00:00+07:00",
+            "sla_breach",
+            CaseStatus::Routed,
+            Some("LINJAMSOS"),
+        ));
+        steps.push(step(
+            "2026-12-17T10:00:00+07:00",
+            "acknowledged",
+            CaseStatus::Routed,
+            Some("LINJAMSOS"),
+        ));
+        let c = current_clock(&steps, &d.calendar, &policy(), &d.units).expect("clock");
+        assert_eq!(c.due_at(&d.calendar), due);
+        let plan = plan(&c, &d.calendar, &policy(), &d.units);
+        let escalation = plan
+            .iter()
+            .find(|n| n.key == "escalation_1")
+            .expect("planned");
+        assert_eq!(escalation.due_at, t("2026-12-15T23:59:59+07:00"));
     }
 
     #[test]

@@ -6,4 +6,7 @@
 mod intake_api;
 mod outcomes;
 mod parking;
+mod privacy;
+mod sla;
+mod units;
 mod verification;

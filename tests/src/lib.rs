@@ -525,6 +525,48 @@ impl TestApp {
         .unwrap();
     }
 
+    pub async fn case_id(&self, tracking_id: &str) -> uuid::Uuid {
+        sqlx::query_scalar("SELECT id FROM cases WHERE tracking_id = $1")
+            .bind(tracking_id)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    /// Publishes a unit's follow-up (as the unit's system would, here with the test's rights).
+    pub async fn followup(
+        &self,
+        unit: &str,
+        tracking_id: &str,
+        status: &str,
+        note: Option<&str>,
+        delegate_to: Option<&str>,
+    ) -> uuid::Uuid {
+        let message_id = uuid::Uuid::now_v7();
+        let mut body = json!({
+            "schema": "lapor.followup.v1",
+            "message_id": message_id,
+            "case_id": self.case_id(tracking_id).await,
+            "tracking_id": tracking_id,
+            "occurred_at": chrono::Utc::now(),
+            "unit": unit,
+            "status": status,
+        });
+        if let Some(n) = note {
+            body["note"] = json!(n);
+        }
+        if let Some(d) = delegate_to {
+            body["delegate_to"] = json!(d);
+        }
+        self.publish_raw(
+            exchange::FOLLOWUP,
+            &format!("{unit}.followup"),
+            &serde_json::to_vec(&body).unwrap(),
+        )
+        .await;
+        message_id
+    }
+
     /// Polls a SQL count until it reaches `expected`.
     pub async fn wait_count(&self, sql: &'static str, expected: i64) {
         let deadline = Instant::now() + Duration::from_secs(15);

@@ -67,6 +67,16 @@ impl Handler for RouteHandler {
             case.regency().map_err(park)?,
             &self.ctx.reference.units,
         );
+        // A confidential report is seen by the unit that must act and by nobody else: no
+        // copies to field offices.
+        let d = if case.confidential {
+            lapor_shared::data::Disposition {
+                tembusan: Vec::new(),
+                ..d
+            }
+        } else {
+            d
+        };
         let name = self
             .ctx
             .reference

@@ -7,14 +7,12 @@ use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions,
 };
 use lapin::types::FieldTable;
-use lapor_shared::amqp::topology::{QueueSpec, declare_queue};
-use lapor_shared::broker_admin::{self, BrokerAdmin};
+use lapor_shared::broker_admin::BrokerAdmin;
 use lapor_shared::config::Settings;
 use lapor_shared::data::{DataSource, ReferenceData};
 use lapor_shared::db::parked;
 use lapor_shared::domain::{TrackingId, UnitCode};
 use lapor_shared::messages::{FollowupStatus, FollowupV1, exchange, schema};
-use rand::Rng;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -126,65 +124,13 @@ fn units_list(settings: &Settings) -> anyhow::Result<()> {
 async fn provision(settings: &Settings, code: &str) -> anyhow::Result<()> {
     let (code, _) = known_unit(settings, code)?;
     let admin = BrokerAdmin::detect(&settings.amqp).await?;
-    // The queue exists before the unit's first connection (the unit cannot declare it).
-    let conn = lapor_shared::amqp::connect(&settings.amqp, "laporctl").await?;
-    let ch = conn.create_channel().await?;
-    lapor_shared::amqp::topology::declare_core(&ch).await?;
-    declare_queue(&ch, &QueueSpec::unit(&code), settings.amqp.delivery_limit).await?;
-    conn.close(200, "done".into()).await.ok();
-
-    let username = format!("unit-{}", code.as_str().to_lowercase().replace('_', "-"));
-    let password: String = rand::rng()
-        .sample_iter(rand::distr::Alphanumeric)
-        .take(32)
-        .map(char::from)
-        .collect();
-    let vhost = admin.vhost.clone();
-    admin.put_user(&username, &password).await?;
-    let queue = code.queue();
-    admin
-        .set_permissions(
-            &vhost,
-            &username,
-            "^$",
-            &format!("^{}$", regex_escape(exchange::FOLLOWUP)),
-            &format!("^{}$", regex_escape(&queue)),
-        )
-        .await?;
-    admin
-        .set_topic_permissions(
-            &vhost,
-            &username,
-            exchange::FOLLOWUP,
-            &format!("^{}\\.followup$", regex_escape(code.as_str())),
-            "^$",
-        )
-        .await?;
-    let out = serde_json::json!({
-        "unit": code.as_str(),
-        "username": username,
-        "password": password,
-        "amqp_url": broker_admin::amqp_url(&admin.amqp_host, admin.amqp_port, &username, &password, &vhost),
-        "queue": queue,
-    });
-    println!("{out}");
+    let creds = lapor_shared::units::provision(settings, &admin, &code).await?;
+    println!("{}", serde_json::to_string(&creds)?);
     eprintln!(
         "(credentials shown once; provision again to rotate them; via {})",
         admin.method()
     );
     Ok(())
-}
-
-fn regex_escape(s: &str) -> String {
-    s.chars()
-        .flat_map(|c| {
-            if "\\.+*?()|[]{}^$".contains(c) {
-                vec!['\\', c]
-            } else {
-                vec![c]
-            }
-        })
-        .collect()
 }
 
 /// The reference consumer a unit's developers copy: consume, handle, acknowledge after

@@ -1,0 +1,192 @@
+//! Deadlines on the working-day calendar, driven by a hand-moved clock: no sleeping through
+//! deadlines.
+
+use chrono::{DateTime, Utc};
+use lapor_shared::clock::ManualClock;
+use lapor_tests::{Options, TestApp, complaint};
+use serde_json::{Value, json};
+
+fn t(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+fn manual(at: &str) -> (ManualClock, Options) {
+    let clock = ManualClock::at(t(at));
+    (
+        clock.clone(),
+        Options {
+            clock: Some(clock),
+            ..Default::default()
+        },
+    )
+}
+
+async fn notices(app: &TestApp, unit: &str) -> Vec<Value> {
+    app.settle().await;
+    app.drain_unit(unit)
+        .await
+        .into_iter()
+        .filter(|m| m.routing_key.ends_with(".sla"))
+        .map(|m| m.body)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reminders_breach_and_escalation_reach_the_right_units_once() {
+    // Monday 7 December 2026, 09:00 WIB.
+    let (clock, options) = manual("2026-12-07T09:00:00+07:00");
+    let app = TestApp::spawn_with(options).await;
+    let tid = app
+        .submit(&complaint(
+            "Bantuan PKH kami belum cair sejak tiga bulan, mohon ditindaklanjuti.",
+        ))
+        .await;
+    let case = app.next_for_unit("LINJAMSOS").await;
+    // Five working days after Monday's date: Tue, Wed, Thu, Fri, Mon 14 December.
+    assert_eq!(
+        t(case.body["due_at"].as_str().unwrap()),
+        t("2026-12-14T23:59:59+07:00")
+    );
+    app.settle().await;
+    assert_eq!(app.status(&tid).await["due_at"], case.body["due_at"]);
+
+    // Nothing is due on Tuesday.
+    clock.set(t("2026-12-08T12:00:00+07:00"));
+    assert_eq!(app.sweep().await.notices, 0);
+
+    // Half the time is used on Thursday 04:30 (budget: 15 h on Monday + 5 × 24 h).
+    clock.set(t("2026-12-10T12:00:00+07:00"));
+    let (a, b) = tokio::join!(app.sweep(), app.sweep());
+    assert_eq!(
+        a.notices + b.notices,
+        1,
+        "two monitors sweeping at once send one notice"
+    );
+    assert_eq!(app.sweep().await.notices, 0, "a notice is sent once");
+    let n = notices(&app, "LINJAMSOS").await;
+    assert_eq!(n.len(), 1);
+    assert_eq!(
+        (
+            n[0]["schema"].as_str(),
+            n[0]["notice"].as_str(),
+            n[0]["elapsed"].as_f64()
+        ),
+        (Some("lapor.unit_sla.v1"), Some("reminder"), Some(0.5))
+    );
+
+    // Tuesday 15 December: 80 % and the breach.
+    clock.set(t("2026-12-15T10:00:00+07:00"));
+    assert_eq!(app.sweep().await.notices, 2);
+    let n = notices(&app, "LINJAMSOS").await;
+    let kinds: Vec<&str> = n.iter().map(|x| x["notice"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["reminder", "breach"]);
+
+    // One working day after the breach, the complaint desk (above a directorate general) hears.
+    clock.set(t("2026-12-16T08:00:00+07:00"));
+    assert_eq!(app.sweep().await.notices, 1);
+    let n = notices(&app, "HUMAS").await;
+    assert_eq!(
+        (
+            n.len(),
+            n[0]["notice"].as_str(),
+            n[0]["level"].as_u64(),
+            n[0]["holder"].as_str()
+        ),
+        (1, Some("escalation"), Some(1), Some("LINJAMSOS"))
+    );
+    // The chain above LINJAMSOS ends there: no further escalation, however long it waits.
+    clock.set(t("2027-01-20T08:00:00+07:00"));
+    assert_eq!(app.sweep().await.notices, 0);
+
+    let status = app.status(&tid).await;
+    let events: Vec<&str> = status["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "received",
+            "verified",
+            "routed",
+            "sla_reminder",
+            "sla_reminder",
+            "sla_breach",
+            "sla_escalation"
+        ]
+    );
+
+    let summary: Value = app
+        .http
+        .get(format!(
+            "http://127.0.0.1:{}/v1/sla/summary",
+            app.ops_ports["sla-monitor"]
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let row = summary["open"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["holder_unit"] == "LINJAMSOS")
+        .unwrap();
+    assert_eq!(
+        (
+            row["clock"].as_str(),
+            row["open"].as_i64(),
+            row["breached"].as_i64()
+        ),
+        (Some("followup"), Some(1), Some(1))
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clock_stops_while_the_case_waits_on_the_reporter() {
+    let (clock, options) = manual("2026-12-07T09:00:00+07:00");
+    let app = TestApp::spawn_with(options).await;
+    let mut body =
+        complaint("Adik saya tunanetra belum menerima tongkat yang diajukan tahun lalu.");
+    body.as_object_mut().unwrap().remove("kk_number");
+    body["attachments"] = json!([]);
+    let nik = body["reporter"]["nik"].clone();
+    let tid = app.submit(&body).await;
+    app.wait_status(&tid, "needs_info").await;
+    app.settle().await;
+    let (running, used): (bool, i64) =
+        sqlx::query_as("SELECT running, used_secs FROM case_deadlines")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert!(!running);
+    assert_eq!(used, 0);
+
+    // A week later the ministry's 3 days would long be over, had the clock kept running.
+    clock.set(t("2026-12-14T09:00:00+07:00"));
+    assert_eq!(app.sweep().await.notices, 0);
+    assert!(app.drain_unit("HUMAS").await.is_empty());
+
+    // Documents arrive on Monday 14th: verification resumes and the unit gets five working days
+    // from then.
+    let r = app
+        .http
+        .post(format!("{}/v1/complaints/{tid}/supplement", app.base))
+        .json(&json!({"nik": nik, "kk_number": "3273011203150007",
+                      "attachments": [{"kind": "kk_copy", "url": "https://files.example/kk.jpg", "sha256": "ab".repeat(32)}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let case = app.next_for_unit("REHSOS").await;
+    assert_eq!(
+        t(case.body["due_at"].as_str().unwrap()),
+        t("2026-12-21T23:59:59+07:00")
+    );
+    app.stop().await;
+}
