@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
-# `make test`: every test of the workspace against the real RabbitMQ and PostgreSQL.
+# `make test`: every test of the workspace against the real RabbitMQ and PostgreSQL, and the
+# published contracts through the AsyncAPI and OpenAPI parsers.
 set -euo pipefail
 scripts/deps.sh
-# The harness creates and deletes vhosts through the management API when it answers.
+
+if ! command -v npm >/dev/null 2>&1; then
+  echo "error: the contract check needs Node.js and npm (apt-get install nodejs npm)" >&2
+  exit 1
+fi
+npm ci --prefix tools/contracts --no-audit --no-fund --loglevel=error >/dev/null
+node tools/contracts/validate.mjs
+
 cargo build --workspace --tests --bins --quiet
 target/debug/lapor-tests-clean
 if cargo nextest --version >/dev/null 2>&1; then

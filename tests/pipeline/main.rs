@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod contracts;
 mod intake_api;
 mod outcomes;
 mod parking;

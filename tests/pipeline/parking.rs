@@ -109,3 +109,78 @@ async fn a_message_nobody_is_bound_for_is_caught_and_parked() {
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_redrives_a_parked_message_once_its_cause_is_gone() {
+    use lapor_shared::config::Secret;
+    use lapor_shared::db::parked;
+    let app = lapor_tests::TestApp::spawn_with(lapor_tests::Options {
+        configure: Some(Box::new(|s| {
+            s.review
+                .officers
+                .insert("rina".into(), Secret::new("rina-review-token-0123456789"));
+        })),
+        ..Default::default()
+    })
+    .await;
+    let tid = app
+        .submit(&complaint(
+            "Bantuan PKH kami dihentikan tanpa pemberitahuan.",
+        ))
+        .await;
+    app.wait_status(&tid, "routed").await;
+    app.followup(
+        "LINJAMSOS",
+        &tid,
+        "returned",
+        Some("Perlu ditelaah ulang."),
+        None,
+    )
+    .await;
+    app.wait_status(&tid, "in_review").await;
+    // The unit's next follow-up crosses the return: it no longer holds the case.
+    app.followup(
+        "LINJAMSOS",
+        &tid,
+        "resolved",
+        Some("Dana telah disalurkan kembali."),
+        None,
+    )
+    .await;
+    app.wait_count("SELECT count(*) FROM parked_messages", 1)
+        .await;
+    let listed = parked::list(&app.pool, false, 10).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(
+        listed[0].reason.contains("does not hold"),
+        "{}",
+        listed[0].reason
+    );
+
+    // The officer sends it back to the same unit; the operator re-drives the follow-up.
+    let r = app
+        .http
+        .post(format!("{}/v1/reviews/{tid}/decision", app.base))
+        .bearer_auth("rina-review-token-0123456789")
+        .json(
+            &json!({"kind": "aduan", "in_scope": true, "category": "pkh", "needs_followup": true}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    app.wait_status(&tid, "routed").await;
+    parked::redrive(&app.pool, listed[0].id).await.unwrap();
+    let status = app.wait_status(&tid, "resolved").await;
+    assert_eq!(status["message"], "Dana telah disalurkan kembali.");
+    assert!(matches!(
+        parked::redrive(&app.pool, listed[0].id).await,
+        Err(parked::RedriveError::AlreadyRedriven(_))
+    ));
+    assert!(
+        parked::list(&app.pool, false, 10).await.unwrap().is_empty(),
+        "a re-driven message leaves the list"
+    );
+    assert_eq!(parked::list(&app.pool, true, 10).await.unwrap().len(), 1);
+    app.stop().await;
+}

@@ -1,5 +1,6 @@
 mod auth;
 mod complaints;
+mod contracts;
 mod reporter;
 mod reviews;
 
@@ -31,6 +32,9 @@ pub fn router(ctx: Context) -> Router {
             post(reporter::reply),
         )
         .route("/v1/reviews", get(reviews::list))
+        .route("/v1/openapi.yaml", get(contracts::openapi))
+        .route("/v1/asyncapi.yaml", get(contracts::asyncapi))
+        .route("/v1/schemas/{*path}", get(contracts::schema))
         .route("/v1/reviews/{tracking_id}/decision", post(reviews::decide))
         .with_state(ctx)
         .merge(ops)
