@@ -28,5 +28,11 @@ FILE ?= services/verifier/tests/fixtures/holdout.jsonl
 eval:
 	@cargo run --quiet --bin verifier -- eval $(FILE)
 
+CHAOS_N ?= 20000
+chaos:
+	@scripts/deps.sh
+	@cargo build --release --bins --quiet
+	@CHAOS_N=$(CHAOS_N) CHAOS_BIN_DIR=target/release target/release/lapor-chaos
+
 clean-test:
 	@cargo run --quiet --bin lapor-tests-clean

@@ -18,3 +18,11 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast "$@"
 fi
+
+# A small chaos run guards the delivery guarantees (it restarts the broker, so it runs alone,
+# after the tests above). CHAOS_SKIP=1 skips it where rabbitmqctl cannot be used.
+if [ "${CHAOS_SKIP:-0}" = 1 ]; then
+  echo "chaos: SKIPPED (CHAOS_SKIP=1)"
+else
+  CHAOS_N=${CHAOS_N:-400} CHAOS_BROKER_RESTARTS=1 CHAOS_PG_PAUSE_SECS=5 target/debug/lapor-chaos
+fi

@@ -11,6 +11,7 @@ pub mod config;
 pub mod data;
 pub mod db;
 pub mod domain;
+pub mod fault;
 pub mod messages;
 pub mod ops;
 pub mod privacy;

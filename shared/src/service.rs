@@ -35,6 +35,7 @@ impl Context {
         settings: Settings,
         clock: SharedClock,
     ) -> anyhow::Result<Self> {
+        crate::fault::announce();
         let reference = ReferenceData::load(&DataSource::new(settings.data.dir()))
             .context("loading reference data (data.dir)")?;
         for w in reference

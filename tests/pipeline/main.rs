@@ -8,6 +8,7 @@ mod intake_api;
 mod outcomes;
 mod parking;
 mod privacy;
+mod shutdown;
 mod sla;
 mod units;
 mod verification;

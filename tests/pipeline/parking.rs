@@ -184,3 +184,64 @@ async fn an_operator_redrives_a_parked_message_once_its_cause_is_gone() {
     assert_eq!(parked::list(&app.pool, true, 10).await.unwrap().len(), 1);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_keeps_failing_reaches_the_delivery_limit_and_is_parked() {
+    use lapin::options::{BasicGetOptions, BasicNackOptions};
+    let app = lapor_tests::TestApp::spawn_with(lapor_tests::Options {
+        configure: Some(Box::new(|s| s.amqp.delivery_limit = 3)),
+        ..Default::default()
+    })
+    .await;
+    // A unit's system that crashes on this message every time: it is returned to the queue
+    // again and again until the broker dead-letters it.
+    app.publish_raw(
+        exchange::UNITS,
+        "PUSDATIN.case",
+        br#"{"schema":"lapor.unit_case.v1","message_id":"00000000-0000-0000-0000-000000000001"}"#,
+    )
+    .await;
+    let ch = app.amqp.create_channel().await.unwrap();
+    let mut returned = 0;
+    for _ in 0..50 {
+        match ch
+            .basic_get("units.PUSDATIN".into(), BasicGetOptions::default())
+            .await
+            .unwrap()
+        {
+            Some(m) => {
+                m.delivery
+                    .acker
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+                returned += 1;
+            }
+            None => {
+                if returned > 3 {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+    assert!((3..=5).contains(&returned), "returned {returned} times");
+    app.wait_count(
+        "SELECT count(*) FROM parked_messages WHERE reason LIKE 'delivery limit reached%'",
+        1,
+    )
+    .await;
+    let (queue, exchange, key): (String, String, String) =
+        sqlx::query_as("SELECT queue, exchange, routing_key FROM parked_messages")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (queue.as_str(), exchange.as_str(), key.as_str()),
+        ("units.PUSDATIN", "lapor.units", "PUSDATIN.case")
+    );
+    app.stop().await;
+}

@@ -137,6 +137,7 @@ async fn attempt<H: Handler>(
     }
     handler.handle(&mut tx, msg).await?;
     tx.commit().await?;
+    crate::fault::point("after_commit");
     Ok(Outcome::Applied)
 }
 

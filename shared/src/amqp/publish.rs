@@ -83,6 +83,7 @@ impl Publisher {
             .await?;
             pending.push((row.message_id, confirm));
         }
+        crate::fault::point("before_confirm");
         let wait = async {
             for (id, confirm) in pending {
                 let c = confirm.await?;
