@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod data;
 pub mod db;
+pub mod deadlines;
 pub mod domain;
 pub mod fault;
 pub mod messages;

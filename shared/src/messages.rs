@@ -90,6 +90,15 @@ pub fn derived_id(case_id: Uuid, parts: &[&str]) -> Uuid {
     Uuid::new_v5(&case_id, parts.join("/").as_bytes())
 }
 
+/// The events another stage consumes, and so the only ones published on `lapor.events`
+/// (`case.<event>`). Everything else is recorded on the timeline only: a published event
+/// without a queue bound for it would end up in the unroutable parking lot.
+pub const HANDOFF_EVENTS: [&str; 4] = ["received", "supplemented", "reviewed", "verified"];
+
+pub fn is_handoff(event: &str) -> bool {
+    HANDOFF_EVENTS.contains(&event)
+}
+
 /// Internal notification on `lapor.events` with routing key `case.<event>`. It carries ids
 /// only; consumers read the case from PostgreSQL, so no personal data rides the internal bus.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -27,6 +27,7 @@ pub struct Context {
     pub clock: SharedClock,
     pub reference: Arc<ReferenceData>,
     pub topology: Arc<topology::Topology>,
+    pub policy: crate::sla::Policy,
 }
 
 impl Context {
@@ -45,6 +46,7 @@ impl Context {
             tracing::warn!(calendar = %w, "WORKING-DAY CALENDAR INCOMPLETE");
         }
         let pool = crate::db::connect(&settings.database).await?;
+        let policy = crate::sla::Policy::from_settings(&settings.sla);
         let topology = Arc::new(topology::Topology::pipeline(
             &reference.units,
             settings.amqp.delivery_limit,
@@ -57,7 +59,32 @@ impl Context {
             clock,
             reference: Arc::new(reference),
             topology,
+            policy,
         })
+    }
+
+    /// Records a transition (status, timeline entry, hand-off event) and, in the same
+    /// transaction, the case's deadline row. Returns the clock now running.
+    pub async fn record(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        case: &crate::store::CaseRow,
+        t: &crate::store::Transition<'_>,
+    ) -> anyhow::Result<Option<crate::sla::Clock>> {
+        crate::store::record(conn, case, t).await?;
+        Ok(crate::deadlines::refresh(conn, case.id, &self.reference, &self.policy, t.at).await?)
+    }
+
+    /// Like [`Context::record`] for a case whose row already has the new status.
+    pub async fn log(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        case_id: uuid::Uuid,
+        tracking_id: crate::domain::TrackingId,
+        t: &crate::store::Transition<'_>,
+    ) -> anyhow::Result<Option<crate::sla::Clock>> {
+        crate::store::log(conn, case_id, tracking_id, t).await?;
+        Ok(crate::deadlines::refresh(conn, case_id, &self.reference, &self.policy, t.at).await?)
     }
 
     /// The standard ops endpoints (`/healthz`, `/readyz`, `/metrics`) on `listener`.

@@ -142,8 +142,6 @@ pub struct Transition<'a> {
     /// Shown to the reporter; never personal data.
     pub note: Option<String>,
     pub at: DateTime<Utc>,
-    /// Also publish `case.<event>` on `lapor.events`.
-    pub publish: bool,
 }
 
 /// Applies a transition: the case's status, a timeline entry and (usually) the internal event,
@@ -180,7 +178,7 @@ pub async fn log(
         .bind(&t.note)
         .execute(&mut *conn)
         .await?;
-    if t.publish {
+    if crate::messages::is_handoff(t.event) {
         let ev = CaseEventV1::new(case_id, tracking_id, t.event, t.status, t.at);
         outbox::enqueue(
             conn,

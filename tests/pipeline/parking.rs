@@ -43,9 +43,9 @@ async fn a_malformed_message_on_each_queue_is_parked_and_good_ones_keep_flowing(
     let case = app.next_for_unit("LINJAMSOS").await;
     assert_eq!(case.body["tracking_id"], tid);
 
-    // case.received → verifier and sla-monitor; case.supplemented → verifier and sla-monitor;
-    // case.verified → distributor and sla-monitor; the follow-up → distributor.
-    app.wait_count("SELECT count(*) FROM parked_messages", 7)
+    // case.received and case.supplemented → verifier; case.verified → distributor; the
+    // follow-up → distributor.
+    app.wait_count("SELECT count(*) FROM parked_messages", 4)
         .await;
     let rows: Vec<(String, String)> =
         sqlx::query_as("SELECT queue, reason FROM parked_messages ORDER BY id")
@@ -57,7 +57,6 @@ async fn a_malformed_message_on_each_queue_is_parked_and_good_ones_keep_flowing(
     assert!(has("verifier.cases", "not JSON"), "{rows:#?}");
     assert!(has("verifier.cases", "lapor.case_event.v9"), "{rows:#?}");
     assert!(has("distributor.verified", "does not exist"), "{rows:#?}");
-    assert!(has("sla-monitor.events", "not JSON"), "{rows:#?}");
     assert!(has("distributor.followups", "message_id"), "{rows:#?}");
     // Parked, not retried: nothing is left unacknowledged.
     app.settle().await;
@@ -65,7 +64,6 @@ async fn a_malformed_message_on_each_queue_is_parked_and_good_ones_keep_flowing(
         "verifier.cases",
         "distributor.verified",
         "distributor.followups",
-        "sla-monitor.events",
     ] {
         let n = app
             .channel

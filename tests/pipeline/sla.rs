@@ -190,3 +190,57 @@ async fn the_clock_stops_while_the_case_waits_on_the_reporter() {
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_holiday_moves_the_open_deadlines_once() {
+    let (_clock, options) = manual("2026-12-07T09:00:00+07:00");
+    let app = TestApp::spawn_with(options).await;
+    let tid = app
+        .submit(&complaint("Bantuan PKH kami belum cair sejak tiga bulan."))
+        .await;
+    app.wait_status(&tid, "routed").await;
+    let due = || async { app.status(&tid).await["due_at"].as_str().map(t) };
+    assert_eq!(due().await, Some(t("2026-12-14T23:59:59+07:00")));
+    // Nothing changed since the monitor started: nothing to recompute.
+    assert_eq!(
+        sla_monitor::deadlines::recompute_if_rules_changed(&app.monitor)
+            .await
+            .unwrap(),
+        0
+    );
+
+    // The ministry adds a day off on Thursday 10 December (a data file, no code change).
+    let mut ctx = app.monitor.clone();
+    let mut reference = (*ctx.reference).clone();
+    let mut files = vec![];
+    for (name, text) in lapor_shared::data::DataSource::built_in()
+        .calendar_files()
+        .unwrap()
+    {
+        let text = if name.ends_with("2026.toml") {
+            format!(
+                "{text}\n[[day]]\ndate = \"2026-12-10\"\nkind = \"cuti_bersama\"\nname = \"Libur tambahan\"\n"
+            )
+        } else {
+            text.into_owned()
+        };
+        files.push((name, text));
+    }
+    reference.calendar = lapor_shared::data::WorkingCalendar::from_files(&files).unwrap();
+    ctx.reference = std::sync::Arc::new(reference);
+    assert_eq!(
+        sla_monitor::deadlines::recompute_if_rules_changed(&ctx)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(due().await, Some(t("2026-12-15T23:59:59+07:00")));
+    // Once: the next start sees the same rules.
+    assert_eq!(
+        sla_monitor::deadlines::recompute_if_rules_changed(&ctx)
+            .await
+            .unwrap(),
+        0
+    );
+    app.stop().await;
+}

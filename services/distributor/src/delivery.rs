@@ -6,7 +6,6 @@ use lapor_shared::db::outbox::{self, Outgoing};
 use lapor_shared::domain::{CaseStatus, UnitCode};
 use lapor_shared::messages::{Delivery, Reason, Role, UnitCaseV1, exchange};
 use lapor_shared::service::Context;
-use lapor_shared::sla::{self, Policy};
 use lapor_shared::store::{self, CaseRow, Transition};
 use sqlx::PgConnection;
 
@@ -48,33 +47,25 @@ pub async fn deliver(
     .bind(case.id)
     .execute(&mut *tx)
     .await?;
-    store::record(
-        tx,
-        case,
-        &Transition {
-            event,
-            status: CaseStatus::Routed,
-            unit: Some(assignee),
-            actor,
-            note: Some(note),
-            at: now,
-            publish: true,
-        },
-    )
-    .await?;
-
-    // The deadline the unit is given is the one the SLA monitor will watch: same function,
-    // same timeline (including the entry just written).
-    let steps = store::steps(tx, case.id).await?;
-    let policy = Policy::from_settings(&ctx.settings.sla);
-    let due_at = sla::current_clock(
-        &steps,
-        &ctx.reference.calendar,
-        &policy,
-        &ctx.reference.units,
-    )
-    .and_then(|c| c.due_at(&ctx.reference.calendar))
-    .unwrap_or(now);
+    // The deadline the unit is given is the one the SLA monitor watches: the clock recorded
+    // with this very transition.
+    let clock = ctx
+        .record(
+            tx,
+            case,
+            &Transition {
+                event,
+                status: CaseStatus::Routed,
+                unit: Some(assignee),
+                actor,
+                note: Some(note),
+                at: now,
+            },
+        )
+        .await?;
+    let due_at = clock
+        .and_then(|c| c.due_at(&ctx.reference.calendar))
+        .unwrap_or(now);
 
     let content = store::content(tx, case).await?;
     let mut messages = Vec::new();

@@ -81,21 +81,21 @@ impl Handler for FollowupHandler {
                         format!("{unit_name} sedang menindaklanjuti laporan."),
                     )
                 };
-                store::record(
-                    tx,
-                    &case,
-                    &Transition {
-                        event,
-                        status: CaseStatus::Routed,
-                        unit: Some(&f.unit),
-                        actor: &actor,
-                        note: Some(note.unwrap_or(default)),
-                        at: now,
-                        publish: true,
-                    },
-                )
-                .await
-                .map_err(HandleError::Retry)?;
+                self.ctx
+                    .record(
+                        tx,
+                        &case,
+                        &Transition {
+                            event,
+                            status: CaseStatus::Routed,
+                            unit: Some(&f.unit),
+                            actor: &actor,
+                            note: Some(note.unwrap_or(default)),
+                            at: now,
+                        },
+                    )
+                    .await
+                    .map_err(HandleError::Retry)?;
             }
             FollowupStatus::Delegated => {
                 let to = f
@@ -139,21 +139,21 @@ impl Handler for FollowupHandler {
                     .bind(&answer)
                     .execute(&mut *tx)
                     .await?;
-                store::record(
-                    tx,
-                    &case,
-                    &Transition {
-                        event: "resolved",
-                        status: CaseStatus::Resolved,
-                        unit: Some(&f.unit),
-                        actor: &actor,
-                        note: Some(answer),
-                        at: now,
-                        publish: true,
-                    },
-                )
-                .await
-                .map_err(HandleError::Retry)?;
+                self.ctx
+                    .record(
+                        tx,
+                        &case,
+                        &Transition {
+                            event: "resolved",
+                            status: CaseStatus::Resolved,
+                            unit: Some(&f.unit),
+                            actor: &actor,
+                            note: Some(answer),
+                            at: now,
+                        },
+                    )
+                    .await
+                    .map_err(HandleError::Retry)?;
             }
             FollowupStatus::Returned => {
                 let message = answers.message("in_review", &[]);
@@ -172,21 +172,21 @@ impl Handler for FollowupHandler {
                     "{unit_name} mengembalikan laporan kepada pengelola pengaduan untuk ditelaah ulang.{}",
                     note.map(|n| format!(" Catatan: {n}")).unwrap_or_default()
                 );
-                store::record(
-                    tx,
-                    &case,
-                    &Transition {
-                        event: "returned",
-                        status: CaseStatus::InReview,
-                        unit: Some(&f.unit),
-                        actor: &actor,
-                        note: Some(text),
-                        at: now,
-                        publish: true,
-                    },
-                )
-                .await
-                .map_err(HandleError::Retry)?;
+                self.ctx
+                    .record(
+                        tx,
+                        &case,
+                        &Transition {
+                            event: "returned",
+                            status: CaseStatus::InReview,
+                            unit: Some(&f.unit),
+                            actor: &actor,
+                            note: Some(text),
+                            at: now,
+                        },
+                    )
+                    .await
+                    .map_err(HandleError::Retry)?;
             }
         }
         metrics::counter!("lapor_followups_total", "status" => f.status.as_str()).increment(1);

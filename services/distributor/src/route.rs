@@ -42,7 +42,7 @@ impl Handler for RouteHandler {
                 .bind(&answer)
                 .execute(&mut *tx)
                 .await?;
-            store::record(
+            self.ctx.record(
                 tx,
                 &case,
                 &Transition {
@@ -52,7 +52,6 @@ impl Handler for RouteHandler {
                     actor: ACTOR,
                     note: Some("Jawaban disampaikan kepada pelapor; tidak memerlukan tindak lanjut lapangan.".into()),
                     at: now,
-                    publish: true,
                 },
             )
             .await

@@ -1,120 +1,85 @@
-//! Keeping each open case's deadline row in step with its timeline. Called for every
-//! `case.*` event and after every sweep: the clock is recomputed from the timeline (see
-//! `lapor_shared::sla`), so order and repetition of events do not matter.
+//! Keeping open deadlines right when the rules change. Every transition already updates its
+//! case's deadline row in its own transaction (`lapor_shared::deadlines`); what can change
+//! under all of them at once is the calendar (a new SKB, a year of data added) or the SLA
+//! policy. At start-up the monitor compares a fingerprint of both with the one the deadlines
+//! were computed with, and if they differ recomputes every open deadline from its timeline,
+//! keeping paused time and time already used.
 
-use chrono::{DateTime, Utc};
-use lapor_shared::amqp::consume::{HandleError, Handler, Incoming};
-use lapor_shared::data::ReferenceData;
-use lapor_shared::messages::{CaseEventV1, decode};
+use chrono::Utc;
+use lapor_shared::deadlines;
 use lapor_shared::service::Context;
-use lapor_shared::sla::{self, Clock, Policy, Step};
-use lapor_shared::store;
-use sqlx::PgConnection;
-use std::collections::HashSet;
+use sqlx::Row;
 use uuid::Uuid;
 
-/// The next moment something is due for `clock`, given the notices already sent.
-pub fn next_check(
-    clock: &Clock,
-    reference: &ReferenceData,
-    policy: &Policy,
-    sent: &HashSet<String>,
-) -> Option<DateTime<Utc>> {
-    sla::plan(clock, &reference.calendar, policy, &reference.units)
-        .into_iter()
-        .filter(|n| !sent.contains(&n.key))
-        .map(|n| n.due_at)
-        .min()
+const KEY: &str = "deadline_rules";
+const LOCK: i64 = 727_002;
+
+pub fn fingerprint(ctx: &Context) -> String {
+    format!("{}|{:?}", ctx.reference.calendar.fingerprint(), ctx.policy)
 }
 
-pub async fn sent_notices(
-    conn: &mut PgConnection,
-    case_id: Uuid,
-    clock: &Clock,
-) -> sqlx::Result<HashSet<String>> {
-    let rows: Vec<String> = sqlx::query_scalar(
-        "SELECT notice FROM sla_notices WHERE case_id = $1 AND clock = $2 AND cycle = $3",
-    )
-    .bind(case_id)
-    .bind(clock.kind.as_str())
-    .bind(clock.cycle as i32)
-    .fetch_all(conn)
-    .await?;
-    Ok(rows.into_iter().collect())
-}
-
-/// Writes (or removes) the deadline row of a case from its timeline.
-pub async fn store_clock(
-    conn: &mut PgConnection,
-    case_id: Uuid,
-    steps: &[Step],
-    reference: &ReferenceData,
-    policy: &Policy,
-    now: DateTime<Utc>,
-) -> sqlx::Result<Option<Clock>> {
-    let Some(clock) = sla::current_clock(steps, &reference.calendar, policy, &reference.units)
-    else {
-        sqlx::query("DELETE FROM case_deadlines WHERE case_id = $1")
-            .bind(case_id)
-            .execute(conn)
-            .await?;
-        return Ok(None);
-    };
-    let sent = sent_notices(conn, case_id, &clock).await?;
-    let next = next_check(&clock, reference, policy, &sent);
-    sqlx::query(
-        "INSERT INTO case_deadlines (case_id, clock, cycle, holder_unit, zone, started_at, budget_secs, used_secs, running, due_at, next_check_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-         ON CONFLICT (case_id) DO UPDATE SET clock = $2, cycle = $3, holder_unit = $4, zone = $5, started_at = $6,
-             budget_secs = $7, used_secs = $8, running = $9, due_at = $10, next_check_at = $11, updated_at = $12",
-    )
-    .bind(case_id)
-    .bind(clock.kind.as_str())
-    .bind(clock.cycle as i32)
-    .bind(clock.holder.as_str())
-    .bind(clock.zone.name())
-    .bind(clock.started_at)
-    .bind(clock.budget_secs)
-    .bind(clock.used_secs)
-    .bind(clock.running())
-    .bind(clock.due_at(&reference.calendar))
-    .bind(next)
-    .bind(now)
-    .execute(conn)
-    .await?;
-    Ok(Some(clock))
-}
-
-/// Consumer of every `case.*` event.
-pub struct EventHandler {
-    pub ctx: Context,
-    pub policy: Policy,
-}
-
-impl Handler for EventHandler {
-    fn name(&self) -> &'static str {
-        "sla-monitor"
-    }
-
-    async fn handle(&self, tx: &mut PgConnection, msg: &Incoming) -> Result<(), HandleError> {
-        let ev: CaseEventV1 = decode(&msg.body)?;
-        // The case lock serialises this with the other services and with the sweeper.
-        if store::lock(tx, ev.case_id).await?.is_none() {
-            return Err(HandleError::Park(format!(
-                "case {} does not exist",
-                ev.case_id
-            )));
-        }
-        let steps = store::steps(tx, ev.case_id).await?;
-        store_clock(
-            tx,
-            ev.case_id,
-            &steps,
-            &self.ctx.reference,
-            &self.policy,
-            self.ctx.clock.now(),
-        )
+/// Recomputes every open deadline if the calendar or policy changed since they were computed.
+/// Returns how many were recomputed. One monitor does it; the others skip.
+pub async fn recompute_if_rules_changed(ctx: &Context) -> anyhow::Result<usize> {
+    let mut lock = ctx.pool.acquire().await?;
+    let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(LOCK)
+        .fetch_one(&mut *lock)
         .await?;
-        Ok(())
+    if !got {
+        return Ok(0);
     }
+    let result = async {
+        let current = fingerprint(ctx);
+        let stored: Option<String> = sqlx::query_scalar("SELECT value FROM lapor_state WHERE key = $1").bind(KEY).fetch_optional(&ctx.pool).await?;
+        if stored.as_deref() == Some(current.as_str()) {
+            return Ok(0);
+        }
+        let mut done = 0;
+        let mut after = Uuid::nil();
+        loop {
+            let mut tx = ctx.pool.begin().await?;
+            // Lock the cases (as every writer does) so no transition interleaves.
+            let ids: Vec<Uuid> = sqlx::query(
+                "SELECT c.id FROM case_deadlines d JOIN cases c ON c.id = d.case_id WHERE d.case_id > $1
+                 ORDER BY d.case_id LIMIT 500 FOR UPDATE OF c",
+            )
+            .bind(after)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+            let Some(last) = ids.last().copied() else {
+                tx.commit().await?;
+                break;
+            };
+            for id in &ids {
+                deadlines::refresh(&mut tx, *id, &ctx.reference, &ctx.policy, ctx.clock.now()).await?;
+            }
+            tx.commit().await?;
+            done += ids.len();
+            after = last;
+        }
+        sqlx::query(
+            "INSERT INTO lapor_state (key, value, updated_at) VALUES ($1, $2, $3)
+             ON CONFLICT (key) DO UPDATE SET value = $2, updated_at = $3",
+        )
+        .bind(KEY)
+        .bind(&current)
+        .bind(Utc::now())
+        .execute(&ctx.pool)
+        .await?;
+        if done > 0 {
+            tracing::info!(deadlines = done, "calendar or SLA policy changed: open deadlines recomputed");
+        }
+        Ok::<usize, anyhow::Error>(done)
+    }
+    .await;
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(LOCK)
+        .execute(&mut *lock)
+        .await
+        .ok();
+    result
 }

@@ -1,11 +1,8 @@
-use crate::deadlines::EventHandler;
 use crate::sweep::{self, SweepOutcome};
-use lapor_shared::amqp::topology;
 use lapor_shared::clock::SharedClock;
 use lapor_shared::config::Settings;
 use lapor_shared::service::Context;
 use lapor_shared::sla::Policy;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -45,16 +42,10 @@ impl Monitor {
 
     pub async fn run(self, shutdown: CancellationToken, sweep: bool) -> anyhow::Result<()> {
         let stop = CancellationToken::new();
-        let handler = Arc::new(EventHandler {
-            ctx: self.ctx.clone(),
-            policy: self.policy.clone(),
-        });
-        let mut workers =
-            vec![
-                self.ctx
-                    .spawn_consumer(topology::SLA_EVENTS, handler, stop.clone()),
-            ];
-        workers.extend(crate::archiver::spawn(&self.ctx, stop.clone()));
+        // Before any sweep: open deadlines computed under an older calendar or policy are
+        // brought up to date.
+        crate::deadlines::recompute_if_rules_changed(&self.ctx).await?;
+        let mut workers = crate::archiver::spawn(&self.ctx, stop.clone());
         let ctx = self.ctx.clone();
         let policy = self.policy.clone();
         let s = stop.clone();

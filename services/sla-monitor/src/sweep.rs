@@ -4,9 +4,9 @@
 //! each locks the case rows it takes with `SKIP LOCKED`, and the `sla_notices` key turns a
 //! second attempt at the same notice into a no-op.
 
-use crate::deadlines;
 use chrono::{DateTime, Utc};
 use lapor_shared::db::outbox::{self, Outgoing};
+use lapor_shared::deadlines;
 use lapor_shared::domain::{CaseStatus, TrackingId};
 use lapor_shared::messages::{SlaNotice, UnitSlaV1, derived_id, exchange, schema};
 use lapor_shared::service::Context;
@@ -142,7 +142,6 @@ pub async fn sweep_once(
                         actor: ACTOR,
                         note: Some(message),
                         at: now,
-                        publish: true,
                     },
                 )
                 .await?;
@@ -194,7 +193,6 @@ pub async fn sweep_once(
                     actor: ACTOR,
                     note: Some(text),
                     at: now,
-                    publish: false,
                 },
             )
             .await?;

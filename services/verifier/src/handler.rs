@@ -249,7 +249,6 @@ async fn apply(
         actor: ACTOR,
         note,
         at,
-        publish: true,
     };
     match verdict {
         Verdict::Duplicate { of, of_tracking_id } => {
@@ -260,7 +259,7 @@ async fn apply(
                 .bind(&message)
                 .execute(&mut *tx)
                 .await?;
-            store::record(
+            ctx.record(
                 tx,
                 case,
                 &t("duplicate", CaseStatus::Duplicate, Some(message)),
@@ -288,7 +287,7 @@ async fn apply(
                 .bind(&message)
                 .execute(&mut *tx)
                 .await?;
-            store::record(
+            ctx.record(
                 tx,
                 case,
                 &t("in_review", CaseStatus::InReview, Some(message)),
@@ -297,7 +296,7 @@ async fn apply(
         }
         Verdict::OutOfScope { decided, message } => {
             set_decision(tx, case, decided, Some(message)).await?;
-            store::record(
+            ctx.record(
                 tx,
                 case,
                 &t(
@@ -311,7 +310,7 @@ async fn apply(
         Verdict::NeedsInfo { decided, missing } => {
             let message = verify::needs_info_message(answers, missing, tracking_id);
             set_decision(tx, case, decided, Some(&message)).await?;
-            store::record(
+            ctx.record(
                 tx,
                 case,
                 &t("needs_info", CaseStatus::NeedsInfo, Some(message)),
@@ -324,7 +323,7 @@ async fn apply(
                 (_, Some(c)) => format!("Laporan diverifikasi: {} , kategori {}.", decided.kind, c),
                 (_, None) => format!("Laporan diverifikasi: {}.", decided.kind),
             };
-            store::record(
+            ctx.record(
                 tx,
                 case,
                 &t(

@@ -23,7 +23,6 @@ pub const PARKED_UNROUTABLE: &str = "parked.unroutable";
 pub const VERIFIER: &str = "verifier.cases";
 pub const DISTRIBUTOR_VERIFIED: &str = "distributor.verified";
 pub const DISTRIBUTOR_FOLLOWUPS: &str = "distributor.followups";
-pub const SLA_EVENTS: &str = "sla-monitor.events";
 
 /// A work queue and what it is bound to.
 #[derive(Debug, Clone)]
@@ -144,7 +143,6 @@ impl Topology {
             ),
             QueueSpec::new(DISTRIBUTOR_VERIFIED, &[(exchange::EVENTS, "case.verified")]),
             QueueSpec::new(DISTRIBUTOR_FOLLOWUPS, &[(exchange::FOLLOWUP, "*.followup")]),
-            QueueSpec::new(SLA_EVENTS, &[(exchange::EVENTS, "case.#")]),
         ];
         queues.extend(units.iter().map(|u| QueueSpec::unit(&u.code)));
         Self {

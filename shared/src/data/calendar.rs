@@ -87,6 +87,20 @@ impl WorkingCalendar {
         Ok(cal)
     }
 
+    /// A digest of every day off and every year's completeness: changes whenever the data
+    /// that deadlines depend on changes.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for (d, day) in &self.days {
+            h.update(format!("{d}:{:?};", day.kind));
+        }
+        for (y, complete) in &self.years {
+            h.update(format!("{y}:{complete};"));
+        }
+        hex_string(&h.finalize())
+    }
+
     /// Why `date` is not a working day, if it is a holiday or cuti bersama.
     pub fn holiday(&self, date: NaiveDate) -> Option<CalendarDay> {
         if let Some(d) = self.days.get(&date) {
@@ -201,6 +215,10 @@ impl WorkingCalendar {
             date = next;
         }
     }
+}
+
+fn hex_string(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

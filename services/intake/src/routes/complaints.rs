@@ -246,7 +246,7 @@ async fn create(
             return Ok(Created::KeyTaken);
         }
     }
-    store::log(
+    ctx.log(
         &mut tx,
         id,
         tid,
@@ -257,7 +257,6 @@ async fn create(
             actor: "intake",
             note: Some(format!("Laporan diterima melalui kanal {}.", c.channel)),
             at: now,
-            publish: true,
         },
     )
     .await?;

@@ -17,7 +17,6 @@ use lapor_shared::domain::{CaseStatus, KkNumber, Nik, TrackingId};
 use lapor_shared::messages::{UnitReplyV1, derived_id, exchange, schema};
 use lapor_shared::privacy;
 use lapor_shared::service::Context;
-use lapor_shared::sla::{self, Policy};
 use lapor_shared::store::{self, CaseRow, Transition};
 use serde::Deserialize;
 
@@ -146,7 +145,7 @@ pub async fn supplement(
         .bind(case.id)
         .execute(&mut *tx)
         .await?;
-    store::record(
+    ctx.record(
         &mut tx,
         &case,
         &Transition {
@@ -156,7 +155,6 @@ pub async fn supplement(
             actor: "reporter",
             note: Some("Pelapor melengkapi persyaratan; laporan diverifikasi kembali.".into()),
             at: now,
-            publish: true,
         },
     )
     .await?;
@@ -202,32 +200,26 @@ pub async fn reply(
         .map_err(|e| anyhow::anyhow!(e))?
         .ok_or_else(|| anyhow::anyhow!("resolved case without holder"))?;
     let now = ctx.clock.now();
-    store::record(
-        &mut tx,
-        &case,
-        &Transition {
-            event: "reopened",
-            status: CaseStatus::Routed,
-            unit: Some(&holder),
-            actor: "reporter",
-            note: Some(
-                "Pelapor menanggapi jawaban; laporan dibuka kembali untuk ditindaklanjuti.".into(),
-            ),
-            at: now,
-            publish: true,
-        },
-    )
-    .await?;
-    let steps = store::steps(&mut tx, case.id).await?;
-    let policy = Policy::from_settings(&ctx.settings.sla);
-    let due_at = sla::current_clock(
-        &steps,
-        &ctx.reference.calendar,
-        &policy,
-        &ctx.reference.units,
-    )
-    .and_then(|c| c.due_at(&ctx.reference.calendar))
-    .unwrap_or(now);
+    let clock = ctx
+        .record(
+            &mut tx,
+            &case,
+            &Transition {
+                event: "reopened",
+                status: CaseStatus::Routed,
+                unit: Some(&holder),
+                actor: "reporter",
+                note: Some(
+                    "Pelapor menanggapi jawaban; laporan dibuka kembali untuk ditindaklanjuti."
+                        .into(),
+                ),
+                at: now,
+            },
+        )
+        .await?;
+    let due_at = clock
+        .and_then(|c| c.due_at(&ctx.reference.calendar))
+        .unwrap_or(now);
     let replies: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM case_events WHERE case_id = $1 AND event = 'reopened'",
     )

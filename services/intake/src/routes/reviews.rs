@@ -164,7 +164,7 @@ pub async fn decide(
         .bind(&v.note)
         .execute(&mut *tx)
         .await?;
-        store::record(
+        ctx.record(
             &mut tx,
             &case,
             &Transition {
@@ -174,7 +174,6 @@ pub async fn decide(
                 actor: &format!("officer:{}", officer.0),
                 note: Some("Laporan telah ditelaah petugas pengelola pengaduan.".into()),
                 at: now,
-                publish: true,
             },
         )
         .await?;

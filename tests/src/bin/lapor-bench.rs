@@ -1,0 +1,511 @@
+//! `make bench`: throughput and latency against this machine's own limits, in one run.
+//!
+//! 1. broker ceiling: a relay hop (consume with manual acks and prefetch, publish onward with
+//!    confirms) between two durable quorum queues, 1 KiB persistent messages;
+//! 2. database ceiling: single-row insert transactions, synchronous commit (as the services
+//!    run), with 1 and with 32 clients;
+//! 3. pipeline: BENCH_N complaints (20,000) posted over HTTP with enough concurrency to
+//!    saturate, each done when its case reaches the unit's queue;
+//! 4. latency from the POST to the unit's delivery at half the measured maximum rate;
+//! 5. peak RSS of each service process.
+//!
+//! The services run as separate release processes (BENCH_BIN_DIR, default next to this
+//! binary), one of each. Writes target/bench/results.json and prints a table.
+
+#![allow(clippy::unwrap_used)]
+
+use futures::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapor_shared::broker_admin::{self, BrokerAdmin};
+use lapor_shared::config::Settings;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::process::{Child, Command};
+
+fn env_num<T: std::str::FromStr>(key: &str, default: T) -> T {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn quorum() -> FieldTable {
+    let mut t = FieldTable::default();
+    t.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString(LongString::from("quorum")),
+    );
+    t
+}
+
+/// The broker's ceiling for the work the pipeline does per hop.
+async fn broker_hop(url: &str, n: usize) -> anyhow::Result<f64> {
+    let conn = lapin::Connection::connect(url, Default::default()).await?;
+    let setup = conn.create_channel().await?;
+    for q in ["bench.a", "bench.b"] {
+        setup
+            .queue_declare(
+                q.into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                quorum(),
+            )
+            .await?;
+    }
+    let payload = vec![b'x'; 1024];
+    let props = lapin::BasicProperties::default().with_delivery_mode(2);
+    let fill = conn.create_channel().await?;
+    fill.confirm_select(ConfirmSelectOptions::default()).await?;
+    for _ in 0..n {
+        fill.basic_publish(
+            "".into(),
+            "bench.a".into(),
+            BasicPublishOptions::default(),
+            &payload,
+            props.clone(),
+        )
+        .await?;
+    }
+    fill.wait_for_confirms().await?;
+
+    let consume = conn.create_channel().await?;
+    consume.basic_qos(1000, BasicQosOptions::default()).await?;
+    let publish = conn.create_channel().await?;
+    publish
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    let mut deliveries = consume
+        .basic_consume(
+            "bench.a".into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let start = Instant::now();
+    let mut done = 0;
+    let mut batch = Vec::new();
+    while done < n {
+        let next = tokio::time::timeout(Duration::from_millis(2), deliveries.next()).await;
+        let idle = next.is_err();
+        if let Ok(Some(d)) = next {
+            let d = d?;
+            publish
+                .basic_publish(
+                    "".into(),
+                    "bench.b".into(),
+                    BasicPublishOptions::default(),
+                    &d.data,
+                    props.clone(),
+                )
+                .await?;
+            batch.push(d);
+        }
+        if batch.len() >= 250 || (idle && !batch.is_empty()) {
+            // Acknowledge only what the broker has confirmed onward.
+            publish.wait_for_confirms().await?;
+            let last = batch.pop().unwrap();
+            last.acker.ack(BasicAckOptions { multiple: true }).await?;
+            done += batch.len() + 1;
+            batch.clear();
+        }
+    }
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    for q in ["bench.a", "bench.b"] {
+        setup.queue_delete(q.into(), Default::default()).await?;
+    }
+    conn.close(200, "done".into()).await.ok();
+    Ok(rate)
+}
+
+/// Single-row insert transactions per second with `clients` connections.
+async fn db_inserts(db_url: &str, clients: u32, secs: u64) -> anyhow::Result<f64> {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(clients)
+        .connect(db_url)
+        .await?;
+    sqlx::query("CREATE TABLE IF NOT EXISTS bench_insert (id uuid PRIMARY KEY, at timestamptz NOT NULL, body jsonb NOT NULL)").execute(&pool).await?;
+    let end = Instant::now() + Duration::from_secs(secs);
+    let counts: Vec<usize> = futures::future::join_all((0..clients).map(|_| {
+        let pool = pool.clone();
+        async move {
+            let mut n = 0;
+            while Instant::now() < end {
+                let mut tx = pool.begin().await.unwrap();
+                sqlx::query("INSERT INTO bench_insert (id, at, body) VALUES ($1, now(), $2)")
+                    .bind(uuid::Uuid::new_v4())
+                    .bind(json!({"text": "x".repeat(200)}))
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+                tx.commit().await.unwrap();
+                n += 1;
+            }
+            n
+        }
+    }))
+    .await;
+    pool.close().await;
+    Ok(counts.iter().sum::<usize>() as f64 / secs as f64)
+}
+
+struct Service {
+    name: &'static str,
+    child: Child,
+}
+
+fn rss_peak_mb(pid: u32) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 = s
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Arrival times of assignee deliveries on the unit's queue, by tracking id.
+type Arrivals = Arc<Mutex<HashMap<String, Instant>>>;
+
+async fn observe(url: String, arrivals: Arrivals) -> anyhow::Result<()> {
+    let conn = lapin::Connection::connect(&url, Default::default()).await?;
+    let mut streams = Vec::new();
+    for q in ["units.LINJAMSOS", "units.SENTRA_WYATA_GUNA"] {
+        let ch = conn.create_channel().await?;
+        ch.basic_qos(2000, BasicQosOptions::default()).await?;
+        streams.push(
+            ch.basic_consume(
+                q.into(),
+                "".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?,
+        );
+    }
+    let mut all = futures::stream::select_all(streams);
+    while let Some(d) = all.next().await {
+        let d = d?;
+        if d.routing_key.as_str().ends_with(".case") {
+            let v: Value = serde_json::from_slice(&d.data).unwrap_or(Value::Null);
+            if let Some(t) = v["tracking_id"].as_str() {
+                arrivals
+                    .lock()
+                    .unwrap()
+                    .insert(t.to_owned(), Instant::now());
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn post(http: &reqwest::Client, url: &str, i: usize, tag: &str) -> String {
+    let body = lapor_tests::complaint(&format!(
+        "Bantuan PKH keluarga kami belum cair sejak {} bulan, mohon dicek ({tag} {i}).",
+        2 + i % 9
+    ));
+    loop {
+        if let Ok(r) = http
+            .post(url)
+            .header("Idempotency-Key", format!("{tag}-{i}"))
+            .json(&body)
+            .send()
+            .await
+            && r.status() == 202
+        {
+            return r.json::<Value>().await.unwrap()["tracking_id"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn wait_all(arrivals: &Arrivals, ids: &[String], limit: Duration) -> Option<Instant> {
+    let start = Instant::now();
+    loop {
+        {
+            let a = arrivals.lock().unwrap();
+            if ids.iter().all(|t| a.contains_key(t)) {
+                return ids.iter().filter_map(|t| a.get(t).copied()).max();
+            }
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let n: usize = env_num("BENCH_N", 20_000);
+    let concurrency: usize = env_num("BENCH_CONCURRENCY", 64);
+    let hop_n: usize = env_num("BENCH_HOP_N", 50_000);
+    let bin_dir = std::env::var("BENCH_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            std::env::current_exe()
+                .unwrap()
+                .parent()
+                .unwrap()
+                .to_owned()
+        });
+    let base = Settings::defaults();
+    let admin = BrokerAdmin::detect(&base.amqp).await?;
+    let run = lapor_tests::unique();
+    let vhost = format!("lapor-test-bench-{run}");
+    let db = format!("lapor_test_bench_{run}");
+    admin.create_vhost(&vhost).await?;
+    admin
+        .set_permissions(&vhost, "guest", ".*", ".*", ".*")
+        .await?;
+    let amqp_url =
+        broker_admin::amqp_url(&admin.amqp_host, admin.amqp_port, "guest", "guest", &vhost);
+    let db_url = format!("postgres://postgres@127.0.0.1:5432/{db}");
+    let admin_pool = sqlx::PgPool::connect("postgres://postgres@127.0.0.1:5432/postgres").await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{db}\"")))
+        .execute(&admin_pool)
+        .await?;
+
+    eprintln!("broker ceiling: relay hop of {hop_n} messages...");
+    let hop = broker_hop(&amqp_url, hop_n).await?;
+    eprintln!("  {hop:.0} msg/s");
+    eprintln!("database ceiling: single-row insert transactions...");
+    let db1 = db_inserts(&db_url, 1, 4).await?;
+    let db32 = db_inserts(&db_url, 32, 4).await?;
+    eprintln!("  {db1:.0} tx/s with 1 client, {db32:.0} with 32");
+    sqlx::query("DROP TABLE bench_insert")
+        .execute(&sqlx::PgPool::connect(&db_url).await?)
+        .await?;
+
+    // The pipeline, one process per service.
+    let http_port = free_port();
+    let log_dir = PathBuf::from("target/bench").join(&run);
+    std::fs::create_dir_all(&log_dir)?;
+    let env = |extra: Vec<(&str, String)>| {
+        let mut e: Vec<(String, String)> = vec![
+            ("LAPOR__AMQP__URL".into(), amqp_url.clone()),
+            ("LAPOR__DATABASE__URL".into(), db_url.clone()),
+            ("LAPOR__HTTP__BIND".into(), format!("127.0.0.1:{http_port}")),
+            ("LAPOR__TELEMETRY__LOG_FILTER".into(), "warn".into()),
+            ("NO_COLOR".into(), "1".into()),
+        ];
+        e.extend(extra.into_iter().map(|(k, v)| (k.to_owned(), v)));
+        e
+    };
+    let mut services = Vec::new();
+    let mut ops = vec![http_port];
+    for (name, key) in [
+        ("intake", None),
+        ("verifier", Some("LAPOR__OPS__VERIFIER")),
+        ("distributor", Some("LAPOR__OPS__DISTRIBUTOR")),
+        ("sla-monitor", Some("LAPOR__OPS__SLA_MONITOR")),
+    ] {
+        let mut extra = Vec::new();
+        if let Some(k) = key {
+            let p = free_port();
+            ops.push(p);
+            extra.push((k, format!("127.0.0.1:{p}")));
+        }
+        let log = std::fs::File::create(log_dir.join(format!("{name}.log")))?;
+        let child = Command::new(bin_dir.join(name))
+            .envs(env(extra))
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()?;
+        services.push(Service { name, child });
+        if name == "intake" {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let t = Instant::now();
+    for p in &ops {
+        while !http
+            .get(format!("http://127.0.0.1:{p}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            anyhow::ensure!(
+                t.elapsed() < Duration::from_secs(60),
+                "services did not become ready (logs in {})",
+                log_dir.display()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let arrivals: Arrivals = Arc::default();
+    let observer = tokio::spawn(observe(amqp_url.clone(), arrivals.clone()));
+    let url = format!("http://127.0.0.1:{http_port}/v1/complaints");
+
+    // Warm-up.
+    let warm: Vec<String> = futures::stream::iter(0..200)
+        .map(|i| post(&http, &url, i, "warm"))
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    wait_all(&arrivals, &warm, Duration::from_secs(60))
+        .await
+        .ok_or_else(|| anyhow::anyhow!("warm-up did not complete"))?;
+
+    eprintln!("pipeline: {n} complaints, {concurrency} at a time...");
+    let start = Instant::now();
+    let tag = format!("bench-{run}");
+    let ids: Vec<String> = futures::stream::iter(0..n)
+        .map(|i| post(&http, &url, i, &tag))
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let accepted_secs = start.elapsed().as_secs_f64();
+    let last = wait_all(&arrivals, &ids, Duration::from_secs(600))
+        .await
+        .ok_or_else(|| anyhow::anyhow!("not every complaint reached its unit"))?;
+    let pipeline = n as f64 / (last - start).as_secs_f64();
+    eprintln!(
+        "  {pipeline:.0} complaints/s to the unit queue ({:.0}/s accepted over HTTP)",
+        n as f64 / accepted_secs
+    );
+
+    // Latency at half the maximum, for about ten seconds.
+    let rate = (pipeline / 2.0).max(1.0);
+    let count = ((rate * 10.0) as usize).clamp(100, 20_000);
+    eprintln!("latency at {rate:.0} complaints/s ({count} complaints)...");
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let sent = Arc::new(Mutex::new(Vec::with_capacity(count)));
+    let lat_start = Instant::now();
+    let mut tasks = Vec::with_capacity(count);
+    for i in 0..count {
+        let at = lat_start + interval.mul_f64(i as f64);
+        tokio::time::sleep_until(at.into()).await;
+        let (http, url, sent, run) = (http.clone(), url.clone(), sent.clone(), run.clone());
+        tasks.push(tokio::spawn(async move {
+            let t0 = Instant::now();
+            let tid = post(&http, &url, i, &format!("latency-{run}")).await;
+            sent.lock().unwrap().push((tid, t0));
+        }));
+    }
+    for t in tasks {
+        t.await?;
+    }
+    let sent = sent.lock().unwrap().clone();
+    let lat_ids: Vec<String> = sent.iter().map(|(t, _)| t.clone()).collect();
+    wait_all(&arrivals, &lat_ids, Duration::from_secs(120))
+        .await
+        .ok_or_else(|| anyhow::anyhow!("latency run incomplete"))?;
+    let mut lat: Vec<f64> = {
+        let a = arrivals.lock().unwrap();
+        sent.iter()
+            .map(|(t, t0)| (a[t] - *t0).as_secs_f64() * 1000.0)
+            .collect()
+    };
+    lat.sort_by(f64::total_cmp);
+    let (p50, p95, p99) = (
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.95),
+        percentile(&lat, 0.99),
+    );
+    eprintln!("  p50 {p50:.1} ms, p95 {p95:.1} ms, p99 {p99:.1} ms");
+
+    let mut rss = serde_json::Map::new();
+    for s in &services {
+        if let Some(mb) = s.child.id().and_then(rss_peak_mb) {
+            rss.insert(s.name.to_owned(), json!((mb * 10.0).round() / 10.0));
+        }
+    }
+    observer.abort();
+    for s in &mut services {
+        s.child.kill().await.ok();
+    }
+    let result = json!({
+        "machine": format!("{} cores, {} MiB", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| m.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|k| k.parse::<u64>().ok())).unwrap_or(0) / 1024),
+        "complaints": n,
+        "pipeline_per_s": pipeline.round(),
+        "broker_hop_per_s": hop.round(),
+        "db_insert_per_s": db32.round(),
+        "db_insert_per_s_one_client": db1.round(),
+        "pipeline_vs_broker_hop": (pipeline / hop * 1000.0).round() / 1000.0,
+        "latency_ms": { "offered_per_s": rate.round(), "p50": (p50 * 10.0).round() / 10.0, "p95": (p95 * 10.0).round() / 10.0, "p99": (p99 * 10.0).round() / 10.0 },
+        "rss_mb": rss,
+    });
+    std::fs::create_dir_all("target/bench")?;
+    std::fs::write(
+        "target/bench/results.json",
+        serde_json::to_vec_pretty(&result)?,
+    )?;
+    println!("\n{:<34} {:>12}", "measure", "value");
+    println!(
+        "{:<34} {:>12}",
+        "broker hop ceiling (msg/s)", result["broker_hop_per_s"]
+    );
+    println!(
+        "{:<34} {:>12}",
+        "db insert ceiling, 32 clients (tx/s)", result["db_insert_per_s"]
+    );
+    println!(
+        "{:<34} {:>12}",
+        "db insert, 1 client (tx/s)", result["db_insert_per_s_one_client"]
+    );
+    println!(
+        "{:<34} {:>12}",
+        "pipeline (complaints/s)", result["pipeline_per_s"]
+    );
+    println!(
+        "{:<34} {:>12}",
+        "pipeline / broker hop", result["pipeline_vs_broker_hop"]
+    );
+    println!(
+        "{:<34} {:>12}",
+        "latency p50 / p95 / p99 (ms)",
+        format!("{p50:.0} / {p95:.0} / {p99:.0}")
+    );
+    for (k, v) in &rss {
+        println!("{:<34} {:>12}", format!("peak RSS {k} (MiB)"), v);
+    }
+    println!("(target/bench/results.json)");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"
+    )))
+    .execute(&admin_pool)
+    .await
+    .ok();
+    admin.delete_vhost(&vhost).await.ok();
+    Ok(())
+}
