@@ -45,7 +45,7 @@ impl Context {
         {
             tracing::warn!(calendar = %w, "WORKING-DAY CALENDAR INCOMPLETE");
         }
-        let pool = crate::db::connect(&settings.database).await?;
+        let pool = crate::db::connect(&settings.database, app_id).await?;
         let policy = crate::sla::Policy::from_settings(&settings.sla);
         let topology = Arc::new(topology::Topology::pipeline(
             &reference.units,

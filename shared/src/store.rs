@@ -228,6 +228,7 @@ struct IdentityRow {
     address: Option<String>,
     kk_number: Option<String>,
     location_address: Option<String>,
+    attachments: sqlx::types::Json<Vec<Attachment>>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -266,12 +267,15 @@ pub async fn attachments(conn: &mut PgConnection, case_id: Uuid) -> sqlx::Result
 /// builder removes what each recipient may not see.
 pub async fn content(conn: &mut PgConnection, case: &CaseRow) -> anyhow::Result<CaseContent> {
     let id = sqlx::query_as::<_, IdentityRow>(
-        "SELECT name, nik, phone, email, address, kk_number, location_address FROM case_identity WHERE case_id = $1",
+        "SELECT name, nik, phone, email, address, kk_number, location_address,
+                COALESCE((SELECT jsonb_agg(jsonb_build_object('kind', a.kind, 'url', a.url, 'sha256', a.sha256) ORDER BY a.position)
+                          FROM case_attachments a WHERE a.case_id = $1), '[]') AS attachments
+         FROM case_identity WHERE case_id = $1",
     )
     .bind(case.id)
     .fetch_one(&mut *conn)
     .await?;
-    let attachments = attachments(conn, case.id).await?;
+    let attachments = id.attachments.0;
     let corrupt = |field| Corrupt {
         case_id: case.id,
         field,

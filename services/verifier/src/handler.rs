@@ -5,7 +5,7 @@ use crate::classify::{Classification, Classifier, Decision};
 use crate::verify::{self, EarlierCase, Facts, OfficerDecision, Requirements, Verdict};
 use lapor_shared::amqp::consume::{HandleError, Handler, Incoming};
 use lapor_shared::domain::{CaseStatus, Category, Kind, KkNumber, Nik};
-use lapor_shared::messages::{AttachmentKind, CaseEventV1, decode};
+use lapor_shared::messages::{CaseEventV1, decode};
 use lapor_shared::service::Context;
 use lapor_shared::store::{self, CaseRow, Transition};
 use sqlx::PgConnection;
@@ -52,15 +52,13 @@ async fn officer_decision(
 }
 
 async fn requirements(conn: &mut PgConnection, case: &CaseRow) -> sqlx::Result<Requirements> {
-    let (nik, kk): (String, Option<String>) =
-        sqlx::query_as("SELECT nik, kk_number FROM case_identity WHERE case_id = $1")
-            .bind(case.id)
-            .fetch_one(&mut *conn)
-            .await?;
-    let kk_copy = store::attachments(conn, case.id)
-        .await?
-        .iter()
-        .any(|a| a.kind == AttachmentKind::KkCopy);
+    let (nik, kk, kk_copy): (String, Option<String>, bool) = sqlx::query_as(
+        "SELECT nik, kk_number, EXISTS (SELECT 1 FROM case_attachments a WHERE a.case_id = $1 AND a.kind = 'kk_copy')
+         FROM case_identity WHERE case_id = $1",
+    )
+    .bind(case.id)
+    .fetch_one(&mut *conn)
+    .await?;
     // The NIK was checked at intake; a stored NIK that no longer parses counts as a missing
     // family card, which makes the reporter send their documents again.
     let identity_ok = Nik::parse(&nik).is_ok();
@@ -155,7 +153,8 @@ impl Handler for VerifyHandler {
         let tracking = case
             .tracking()
             .map_err(|e| HandleError::Park(e.to_string()))?;
-        let officer = officer_decision(tx, &case).await?;
+        // A case just received cannot have an officer's decision yet.
+        let officer = if ev.event == "received" { None } else { officer_decision(tx, &case).await? };
         let classification = match &officer {
             Some(_) => None,
             None => Some(
@@ -213,26 +212,8 @@ impl Handler for VerifyHandler {
     }
 }
 
-async fn set_decision(
-    conn: &mut PgConnection,
-    case: &CaseRow,
-    d: &verify::Decided,
-    message: Option<&str>,
-) -> sqlx::Result<()> {
-    sqlx::query(
-        "UPDATE cases SET kind = $2, in_scope = $3, category = $4, needs_followup = $5, reporter_message = $6 WHERE id = $1",
-    )
-    .bind(case.id)
-    .bind(d.kind.as_str())
-    .bind(d.in_scope)
-    .bind(d.category.map(|c| c.as_str()))
-    .bind(d.needs_followup)
-    .bind(message)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
+/// Applies a verdict: one update of the case (decision, message, status), its timeline entry,
+/// deadline and hand-off, all in the caller's transaction.
 async fn apply(
     tx: &mut PgConnection,
     ctx: &Context,
@@ -242,98 +223,59 @@ async fn apply(
     at: chrono::DateTime<chrono::Utc>,
 ) -> anyhow::Result<()> {
     let answers = &ctx.reference.answers;
-    let t = |event: &'static str, status: CaseStatus, note: Option<String>| Transition {
-        event,
-        status,
-        unit: None,
-        actor: ACTOR,
-        note,
-        at,
-    };
-    match verdict {
+    let (event, status, decided, message, note, duplicate_of) = match verdict {
         Verdict::Duplicate { of, of_tracking_id } => {
-            let message = answers.message("duplicate", &[("tracking_id", of_tracking_id)]);
-            sqlx::query("UPDATE cases SET duplicate_of = $2, reporter_message = $3 WHERE id = $1")
-                .bind(case.id)
-                .bind(of)
-                .bind(&message)
-                .execute(&mut *tx)
-                .await?;
-            ctx.record(
-                tx,
-                case,
-                &t("duplicate", CaseStatus::Duplicate, Some(message)),
-            )
-            .await?;
-            // The earlier case's timeline shows that the reporter wrote again.
-            sqlx::query(
-                "INSERT INTO case_events (case_id, at, event, status, unit, actor, note)
-                 SELECT id, $2, 'duplicate_linked', status, NULL, $3, $4 FROM cases WHERE id = $1",
-            )
-            .bind(of)
-            .bind(at)
-            .bind(ACTOR)
-            .bind(format!(
-                "Laporan serupa dari pelapor yang sama diterima melalui kanal {} dan digabungkan.",
-                case.channel
-            ))
-            .execute(&mut *tx)
-            .await?;
+            let m = answers.message("duplicate", &[("tracking_id", of_tracking_id)]);
+            ("duplicate", CaseStatus::Duplicate, None, Some(m.clone()), m, Some(*of))
         }
         Verdict::Review { .. } => {
-            let message = answers.message("in_review", &[]);
-            sqlx::query("UPDATE cases SET reporter_message = $2 WHERE id = $1")
-                .bind(case.id)
-                .bind(&message)
-                .execute(&mut *tx)
-                .await?;
-            ctx.record(
-                tx,
-                case,
-                &t("in_review", CaseStatus::InReview, Some(message)),
-            )
-            .await?;
+            let m = answers.message("in_review", &[]);
+            ("in_review", CaseStatus::InReview, None, Some(m.clone()), m, None)
         }
-        Verdict::OutOfScope { decided, message } => {
-            set_decision(tx, case, decided, Some(message)).await?;
-            ctx.record(
-                tx,
-                case,
-                &t(
-                    "out_of_scope",
-                    CaseStatus::OutOfScope,
-                    Some(message.clone()),
-                ),
-            )
-            .await?;
-        }
+        Verdict::OutOfScope { decided, message } => ("out_of_scope", CaseStatus::OutOfScope, Some(decided), Some(message.clone()), message.clone(), None),
         Verdict::NeedsInfo { decided, missing } => {
-            let message = verify::needs_info_message(answers, missing, tracking_id);
-            set_decision(tx, case, decided, Some(&message)).await?;
-            ctx.record(
-                tx,
-                case,
-                &t("needs_info", CaseStatus::NeedsInfo, Some(message)),
-            )
-            .await?;
+            let m = verify::needs_info_message(answers, missing, tracking_id);
+            ("needs_info", CaseStatus::NeedsInfo, Some(decided), Some(m.clone()), m, None)
         }
         Verdict::Verified { decided } => {
-            set_decision(tx, case, decided, None).await?;
-            let note = match (decided.kind, decided.category) {
-                (_, Some(c)) => format!("Laporan diverifikasi: {} , kategori {}.", decided.kind, c),
-                (_, None) => format!("Laporan diverifikasi: {}.", decided.kind),
+            let note = match decided.category {
+                Some(c) => format!("Laporan diverifikasi: {}, kategori {c}.", decided.kind),
+                None => format!("Laporan diverifikasi: {}.", decided.kind),
             };
-            ctx.record(
-                tx,
-                case,
-                &t(
-                    "verified",
-                    CaseStatus::Verified,
-                    Some(note.replace(" ,", ",")),
-                ),
-            )
-            .await?;
+            ("verified", CaseStatus::Verified, Some(decided), None, note, None)
         }
+    };
+    sqlx::query(
+        "UPDATE cases SET status = $2, updated_at = $3, reporter_message = $4, duplicate_of = COALESCE($5, duplicate_of),
+                kind = COALESCE($6, kind), in_scope = COALESCE($7, in_scope),
+                category = CASE WHEN $6::text IS NULL THEN category ELSE $8 END,
+                needs_followup = COALESCE($9, needs_followup)
+         WHERE id = $1",
+    )
+    .bind(case.id)
+    .bind(status.as_str())
+    .bind(at)
+    .bind(&message)
+    .bind(duplicate_of)
+    .bind(decided.map(|d| d.kind.as_str()))
+    .bind(decided.map(|d| d.in_scope))
+    .bind(decided.and_then(|d| d.category.map(|c| c.as_str())))
+    .bind(decided.map(|d| d.needs_followup))
+    .execute(&mut *tx)
+    .await?;
+    ctx.log(tx, case.id, case.tracking()?, &Transition { event, status, unit: None, actor: ACTOR, note: Some(note), at }).await?;
+    if let Some(of) = duplicate_of {
+        // The earlier case's timeline shows that the reporter wrote again.
+        sqlx::query(
+            "INSERT INTO case_events (case_id, at, event, status, unit, actor, note)
+             SELECT id, $2, 'duplicate_linked', status, NULL, $3, $4 FROM cases WHERE id = $1",
+        )
+        .bind(of)
+        .bind(at)
+        .bind(ACTOR)
+        .bind(format!("Laporan serupa dari pelapor yang sama diterima melalui kanal {} dan digabungkan.", case.channel))
+        .execute(&mut *tx)
+        .await?;
     }
     Ok(())
 }

@@ -30,10 +30,11 @@ pub enum RelayError {
 pub async fn relay_once(
     pool: &PgPool,
     publisher: &Publisher,
+    which: outbox::Claim<'_>,
     batch: i64,
 ) -> Result<usize, RelayError> {
     let mut tx = pool.begin().await?;
-    let rows = outbox::claim(&mut tx, batch).await?;
+    let rows = outbox::claim(&mut tx, which, batch).await?;
     if rows.is_empty() {
         tx.commit().await?;
         return Ok(0);
@@ -107,6 +108,14 @@ async fn supervise(
     }
 }
 
+async fn wait_for(listener: &mut PgListener, producer: &str) -> Result<(), sqlx::Error> {
+    loop {
+        if listener.recv().await?.payload() == producer {
+            return Ok(());
+        }
+    }
+}
+
 pub(crate) fn reconnect_backoff() -> impl Iterator<Item = Duration> {
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(100))
@@ -133,26 +142,31 @@ async fn session(
     readiness.set(part, true);
     let batch = i64::from(settings.outbox.batch);
     let poll = Duration::from_millis(settings.outbox.poll_interval_ms);
+    let own = outbox::Claim::Own(app_id);
+    let mut which = outbox::Claim::OwnAndStale(app_id);
     loop {
         if shutdown.is_cancelled() {
             // Flush: whatever the last transactions wrote goes out before we exit.
-            while relay_once(pool, &publisher, batch).await? > 0 {}
+            while relay_once(pool, &publisher, own, batch).await? > 0 {}
             conn.close(200, "shutting down".into()).await.ok();
             return Ok(());
         }
-        let sent = relay_once(pool, &publisher, batch).await?;
+        let sent = relay_once(pool, &publisher, which, batch).await?;
         if sent as i64 == batch {
             continue;
         }
-        tokio::select! {
-            n = listener.recv() => {
+        // Sleep until our own service writes to the outbox (notification payload = producer),
+        // or the poll interval passes.
+        which = tokio::select! {
+            n = wait_for(&mut listener, app_id) => {
                 if let Err(e) = n {
                     tracing::debug!(error = %e, "outbox listener interrupted; polling until it is back");
                     tokio::time::sleep(poll).await;
                 }
+                own
             }
-            _ = tokio::time::sleep(poll) => {}
-            _ = shutdown.cancelled() => {}
-        }
+            _ = tokio::time::sleep(poll) => outbox::Claim::OwnAndStale(app_id),
+            _ = shutdown.cancelled() => own,
+        };
     }
 }

@@ -17,9 +17,11 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// Connects, creating the database and running migrations first when configured to. Several
 /// services may do this at once: creation tolerates the race and the migrator takes an
 /// advisory lock.
-pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
+pub async fn connect(settings: &DatabaseSettings, app_id: &str) -> anyhow::Result<PgPool> {
     let options = PgConnectOptions::from_str(&settings.url)
         .context("database.url")?
+        // Names the outbox rows this service writes (see outbox::claim).
+        .application_name(app_id)
         .log_statements(tracing::log::LevelFilter::Trace)
         .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
     if settings.create_if_missing {

@@ -70,13 +70,30 @@ pub async fn enqueue(conn: &mut PgConnection, messages: &[Outgoing]) -> sqlx::Re
     Ok(())
 }
 
+/// Which rows a relay claims.
+#[derive(Debug, Clone, Copy)]
+pub enum Claim<'a> {
+    /// Rows its own service wrote (after a notification).
+    Own(&'a str),
+    /// Its own rows, and anyone's older than a few seconds (the periodic poll): a producer
+    /// that is down does not hold its messages back.
+    OwnAndStale(&'a str),
+}
+
 /// Claims up to `limit` rows for publishing. The rows stay locked (and invisible to other
 /// relays, which skip them) until the caller's transaction ends.
-pub async fn claim(conn: &mut PgConnection, limit: i64) -> sqlx::Result<Vec<OutboxRow>> {
+pub async fn claim(conn: &mut PgConnection, which: Claim<'_>, limit: i64) -> sqlx::Result<Vec<OutboxRow>> {
+    let (producer, stale) = match which {
+        Claim::Own(p) => (p, false),
+        Claim::OwnAndStale(p) => (p, true),
+    };
     sqlx::query_as::<_, OutboxRow>(
         "SELECT id, message_id, exchange, routing_key, headers, payload FROM outbox
-         ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+         WHERE producer = $1 OR ($2 AND created_at < now() - interval '2 seconds')
+         ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED",
     )
+    .bind(producer)
+    .bind(stale)
     .bind(limit)
     .fetch_all(conn)
     .await

@@ -117,11 +117,8 @@ pub async fn submit(
     // formatted.
     let request_hash = Sha256::digest(serde_json::to_vec(&value).unwrap_or_default()).to_vec();
 
-    if let Some(key) = &key
-        && let Some(tid) = replay(&ctx, key, &request_hash).await?
-    {
-        return Ok(accepted(tid, true));
-    }
+    // A retried request is recognised by its key when the insert below meets the earlier one
+    // (no lookup first: retries are rare, first attempts are not).
     for _ in 0..3 {
         match create(&ctx, &complaint, key.as_deref(), &request_hash).await {
             Ok(Created::New(tid)) => {
