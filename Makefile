@@ -28,6 +28,12 @@ FILE ?= services/verifier/tests/fixtures/holdout.jsonl
 eval:
 	@cargo run --quiet --bin verifier -- eval $(FILE)
 
+bench:
+	@scripts/deps.sh
+	@cargo build --release --bins --quiet
+	@BENCH_BIN_DIR=target/release target/release/lapor-bench
+	@target/release/sla-bench
+
 CHAOS_N ?= 20000
 chaos:
 	@scripts/deps.sh

@@ -183,3 +183,46 @@ impl Context {
         Ok(())
     }
 }
+
+/// The whole of a service's `main`: settings (exit 2 with the bad key named), telemetry, run
+/// until SIGTERM or Ctrl-C, flush, exit status. `run` builds and runs the service.
+pub async fn main<F, Fut>(
+    app_id: &'static str,
+    settings: Result<Settings, crate::config::ConfigError>,
+    run: F,
+) -> std::process::ExitCode
+where
+    F: FnOnce(Settings, SharedClock, CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    use std::process::ExitCode;
+    let settings = match settings {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{app_id}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let telemetry = match crate::telemetry::init(app_id, &settings.telemetry) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{app_id}: telemetry: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = run(
+        settings,
+        crate::clock::system(),
+        crate::shutdown::on_signal(),
+    )
+    .await;
+    let code = match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "{app_id} failed");
+            ExitCode::FAILURE
+        }
+    };
+    telemetry.shutdown();
+    code
+}

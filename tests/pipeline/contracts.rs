@@ -135,7 +135,7 @@ async fn every_message_and_answer_matches_the_published_schemas() {
         // Everything the pipeline publishes continues a trace; units' follow-ups may (optional).
         if schema != "lapor.followup.v1" {
             assert!(
-                m.headers.get("traceparent").is_some(),
+                m.headers.contains_key("traceparent"),
                 "{schema} on {} has no traceparent",
                 m.routing_key
             );

@@ -53,13 +53,28 @@ pub async fn deliver(
     // The deadline the unit is given is the one the SLA monitor watches: the clock recorded
     // with this very transition.
     let clock = ctx
-        .log(tx, case.id, case.tracking()?, &Transition { event, status: CaseStatus::Routed, unit: Some(assignee), actor, note: Some(note), at: now })
+        .log(
+            tx,
+            case.id,
+            case.tracking()?,
+            &Transition {
+                event,
+                status: CaseStatus::Routed,
+                unit: Some(assignee),
+                actor,
+                note: Some(note),
+                at: now,
+            },
+        )
         .await?;
-    let due_at = clock.and_then(|c| c.due_at(&ctx.reference.calendar)).unwrap_or(now);
+    let due_at = clock
+        .and_then(|c| c.due_at(&ctx.reference.calendar))
+        .unwrap_or(now);
 
     let content = store::content(tx, case).await?;
-    let recipients: Vec<(&UnitCode, Role)> =
-        std::iter::once((assignee, Role::Assignee)).chain(tembusan.iter().map(|u| (u, Role::Tembusan))).collect();
+    let recipients: Vec<(&UnitCode, Role)> = std::iter::once((assignee, Role::Assignee))
+        .chain(tembusan.iter().map(|u| (u, Role::Tembusan)))
+        .collect();
     let units: Vec<&str> = recipients.iter().map(|(u, _)| u.as_str()).collect();
     let roles: Vec<&str> = recipients.iter().map(|(_, r)| r.as_str()).collect();
     // How many deliveries each recipient already had, in one query: the next one's sequence
@@ -76,9 +91,25 @@ pub async fn deliver(
     let mut messages = Vec::with_capacity(recipients.len());
     let mut ids = Vec::with_capacity(recipients.len());
     for ((unit, role), prev) in recipients.iter().zip(previous) {
-        let msg = UnitCaseV1::build(&content, Delivery { unit, role: *role, reason, assignee, sequence: prev + 1, due_at, at: now });
+        let msg = UnitCaseV1::build(
+            &content,
+            Delivery {
+                unit,
+                role: *role,
+                reason,
+                assignee,
+                sequence: prev + 1,
+                due_at,
+                at: now,
+            },
+        );
         ids.push(msg.message_id);
-        messages.push(Outgoing::json(exchange::UNITS, msg.routing_key(), msg.message_id, &msg));
+        messages.push(Outgoing::json(
+            exchange::UNITS,
+            msg.routing_key(),
+            msg.message_id,
+            &msg,
+        ));
     }
     sqlx::query(
         "INSERT INTO assignments (case_id, unit, role, message_id, assigned_at)

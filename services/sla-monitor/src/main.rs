@@ -1,7 +1,6 @@
 use chrono::{DateTime, Utc};
 use lapor_shared::config::Settings;
 use lapor_shared::data::{DataSource, ReferenceData};
-use lapor_shared::{clock, shutdown, telemetry};
 use std::process::ExitCode;
 
 const USAGE: &str = "usage:
@@ -86,23 +85,15 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(settings: Settings) -> ExitCode {
-    let _telemetry = match telemetry::init("sla-monitor", &settings.telemetry) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("sla-monitor: telemetry: {e:#}");
-            return ExitCode::from(2);
-        }
-    };
-    let result = async {
-        let m = sla_monitor::Monitor::build(settings, clock::system()).await?;
-        m.run_until_stopped(shutdown::on_signal()).await
-    }
-    .await;
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "sla-monitor failed");
-            ExitCode::FAILURE
-        }
-    }
+    lapor_shared::service::main(
+        "sla-monitor",
+        Ok(settings),
+        |settings, clock, shutdown| async move {
+            sla_monitor::Monitor::build(settings, clock)
+                .await?
+                .run_until_stopped(shutdown)
+                .await
+        },
+    )
+    .await
 }

@@ -154,7 +154,11 @@ impl Handler for VerifyHandler {
             .tracking()
             .map_err(|e| HandleError::Park(e.to_string()))?;
         // A case just received cannot have an officer's decision yet.
-        let officer = if ev.event == "received" { None } else { officer_decision(tx, &case).await? };
+        let officer = if ev.event == "received" {
+            None
+        } else {
+            officer_decision(tx, &case).await?
+        };
         let classification = match &officer {
             Some(_) => None,
             None => Some(
@@ -226,23 +230,58 @@ async fn apply(
     let (event, status, decided, message, note, duplicate_of) = match verdict {
         Verdict::Duplicate { of, of_tracking_id } => {
             let m = answers.message("duplicate", &[("tracking_id", of_tracking_id)]);
-            ("duplicate", CaseStatus::Duplicate, None, Some(m.clone()), m, Some(*of))
+            (
+                "duplicate",
+                CaseStatus::Duplicate,
+                None,
+                Some(m.clone()),
+                m,
+                Some(*of),
+            )
         }
         Verdict::Review { .. } => {
             let m = answers.message("in_review", &[]);
-            ("in_review", CaseStatus::InReview, None, Some(m.clone()), m, None)
+            (
+                "in_review",
+                CaseStatus::InReview,
+                None,
+                Some(m.clone()),
+                m,
+                None,
+            )
         }
-        Verdict::OutOfScope { decided, message } => ("out_of_scope", CaseStatus::OutOfScope, Some(decided), Some(message.clone()), message.clone(), None),
+        Verdict::OutOfScope { decided, message } => (
+            "out_of_scope",
+            CaseStatus::OutOfScope,
+            Some(decided),
+            Some(message.clone()),
+            message.clone(),
+            None,
+        ),
         Verdict::NeedsInfo { decided, missing } => {
             let m = verify::needs_info_message(answers, missing, tracking_id);
-            ("needs_info", CaseStatus::NeedsInfo, Some(decided), Some(m.clone()), m, None)
+            (
+                "needs_info",
+                CaseStatus::NeedsInfo,
+                Some(decided),
+                Some(m.clone()),
+                m,
+                None,
+            )
         }
         Verdict::Verified { decided } => {
             let note = match decided.category {
                 Some(c) => format!("Laporan diverifikasi: {}, kategori {c}.", decided.kind),
                 None => format!("Laporan diverifikasi: {}.", decided.kind),
             };
-            ("verified", CaseStatus::Verified, Some(decided), None, note, None)
+            (
+                "verified",
+                CaseStatus::Verified,
+                Some(decided),
+                None,
+                note,
+                None,
+            )
         }
     };
     sqlx::query(
@@ -263,7 +302,20 @@ async fn apply(
     .bind(decided.map(|d| d.needs_followup))
     .execute(&mut *tx)
     .await?;
-    ctx.log(tx, case.id, case.tracking()?, &Transition { event, status, unit: None, actor: ACTOR, note: Some(note), at }).await?;
+    ctx.log(
+        tx,
+        case.id,
+        case.tracking()?,
+        &Transition {
+            event,
+            status,
+            unit: None,
+            actor: ACTOR,
+            note: Some(note),
+            at,
+        },
+    )
+    .await?;
     if let Some(of) = duplicate_of {
         // The earlier case's timeline shows that the reporter wrote again.
         sqlx::query(
@@ -273,7 +325,10 @@ async fn apply(
         .bind(of)
         .bind(at)
         .bind(ACTOR)
-        .bind(format!("Laporan serupa dari pelapor yang sama diterima melalui kanal {} dan digabungkan.", case.channel))
+        .bind(format!(
+            "Laporan serupa dari pelapor yang sama diterima melalui kanal {} dan digabungkan.",
+            case.channel
+        ))
         .execute(&mut *tx)
         .await?;
     }

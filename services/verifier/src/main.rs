@@ -1,6 +1,5 @@
 use lapor_shared::config::Settings;
 use lapor_shared::data::{DataSource, ReferenceData};
-use lapor_shared::{clock, shutdown, telemetry};
 use std::process::ExitCode;
 use verifier::classify::Classifier;
 
@@ -96,23 +95,15 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(settings: Settings) -> ExitCode {
-    let _telemetry = match telemetry::init("verifier", &settings.telemetry) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("verifier: telemetry: {e:#}");
-            return ExitCode::from(2);
-        }
-    };
-    let result = async {
-        let v = verifier::Verifier::build(settings, clock::system()).await?;
-        v.run_until_stopped(shutdown::on_signal()).await
-    }
-    .await;
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "verifier failed");
-            ExitCode::FAILURE
-        }
-    }
+    lapor_shared::service::main(
+        "verifier",
+        Ok(settings),
+        |settings, clock, shutdown| async move {
+            verifier::Verifier::build(settings, clock)
+                .await?
+                .run_until_stopped(shutdown)
+                .await
+        },
+    )
+    .await
 }

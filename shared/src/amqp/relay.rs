@@ -116,10 +116,12 @@ async fn wait_for(listener: &mut PgListener, producer: &str) -> Result<(), sqlx:
     }
 }
 
+/// Reconnection delays: quick at first, at most 2 s apart, so consumers resume within seconds
+/// of the broker coming back (one attempt per 2 s per connection during a long outage).
 pub(crate) fn reconnect_backoff() -> impl Iterator<Item = Duration> {
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(5))
+        .with_max_delay(Duration::from_secs(2))
         .with_jitter()
         .without_max_times()
         .build()

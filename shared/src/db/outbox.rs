@@ -82,7 +82,11 @@ pub enum Claim<'a> {
 
 /// Claims up to `limit` rows for publishing. The rows stay locked (and invisible to other
 /// relays, which skip them) until the caller's transaction ends.
-pub async fn claim(conn: &mut PgConnection, which: Claim<'_>, limit: i64) -> sqlx::Result<Vec<OutboxRow>> {
+pub async fn claim(
+    conn: &mut PgConnection,
+    which: Claim<'_>,
+    limit: i64,
+) -> sqlx::Result<Vec<OutboxRow>> {
     let (producer, stale) = match which {
         Claim::Own(p) => (p, false),
         Claim::OwnAndStale(p) => (p, true),

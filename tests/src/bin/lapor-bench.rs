@@ -271,7 +271,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let n: usize = env_num("BENCH_N", 20_000);
-    let concurrency: usize = env_num("BENCH_CONCURRENCY", 64);
+    let concurrency: usize = env_num("BENCH_CONCURRENCY", 32);
     let hop_n: usize = env_num("BENCH_HOP_N", 50_000);
     let bin_dir = std::env::var("BENCH_BIN_DIR")
         .map(PathBuf::from)

@@ -109,20 +109,23 @@ impl Fleet {
                 && let Some(pid) = c.id()
             {
                 // SIGTERM: the graceful path.
-                let _ = std::process::Command::new("kill")
+                if std::process::Command::new("kill")
                     .arg("-TERM")
                     .arg(pid.to_string())
-                    .status();
+                    .status()
+                    .is_err()
+                {
+                    eprintln!("could not signal {}", p.name);
+                }
             }
         }
         for p in &mut self.procs {
-            if let Some(mut c) = p.child.take() {
-                if tokio::time::timeout(Duration::from_secs(30), c.wait())
+            if let Some(mut c) = p.child.take()
+                && tokio::time::timeout(Duration::from_secs(30), c.wait())
                     .await
                     .is_err()
-                {
-                    c.kill().await.ok();
-                }
+            {
+                c.kill().await.ok();
             }
         }
     }
@@ -543,7 +546,7 @@ async fn main() -> anyhow::Result<()> {
     observer.await.ok();
 
     // The ledger.
-    let obs = seen.lock().unwrap();
+    let obs = std::mem::take(&mut *seen.lock().unwrap());
     let in_db: HashSet<String> = sqlx::query_scalar::<_, String>("SELECT tracking_id FROM cases")
         .fetch_all(&pool)
         .await?
