@@ -158,14 +158,16 @@ impl Context {
             workers_stop.cancel();
             for w in workers {
                 match w.await {
-                    Ok(Err(e)) => tracing::error!(error = %format!("{e:#}"), "worker failed"),
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %crate::privacy::scrub(&format!("{e:#}")), "worker failed")
+                    }
                     Err(e) => tracing::error!(error = %e, "worker panicked"),
                     Ok(Ok(())) => {}
                 }
             }
             relay_stop.cancel();
             if let Ok(Err(e)) = relay.await {
-                tracing::error!(error = %format!("{e:#}"), "outbox relay failed");
+                tracing::error!(error = %crate::privacy::scrub(&format!("{e:#}")), "outbox relay failed");
             }
         };
         if tokio::time::timeout(grace, stopping).await.is_err() {
@@ -219,7 +221,7 @@ where
     let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "{app_id} failed");
+            tracing::error!(error = %crate::privacy::scrub(&format!("{e:#}")), "{app_id} failed");
             ExitCode::FAILURE
         }
     };

@@ -371,7 +371,7 @@ pub async fn run_raw(
                 tracing::warn!(queue = %queue, "consumer cancelled by the broker; reconnecting")
             }
             Err(e) => {
-                tracing::warn!(queue = %queue, error = %format!("{e:#}"), "consumer lost its connection; reconnecting")
+                tracing::warn!(queue = %queue, error = %privacy::scrub(&format!("{e:#}")), "consumer lost its connection; reconnecting")
             }
         }
         readiness.set(&part, false);

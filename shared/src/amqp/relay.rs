@@ -98,7 +98,7 @@ async fn supervise(
             Err(e) => {
                 readiness.set(&part, false);
                 let wait = backoff.next().unwrap_or(Duration::from_secs(5));
-                tracing::warn!(error = %format!("{e:#}"), retry_in = ?wait, "outbox relay lost its connection");
+                tracing::warn!(error = %crate::privacy::scrub(&format!("{e:#}")), retry_in = ?wait, "outbox relay lost its connection");
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = shutdown.cancelled() => return Ok(()),

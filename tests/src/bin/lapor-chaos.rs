@@ -22,6 +22,7 @@ use anyhow::{Context as _, bail};
 use lapin::options::{BasicAckOptions, BasicGetOptions};
 use lapor_shared::broker_admin::{self, BrokerAdmin};
 use lapor_shared::config::Settings;
+use lapor_tests::{env_num, free_port};
 use rand::Rng;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
@@ -31,21 +32,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
-
-fn env_num<T: std::str::FromStr>(key: &str, default: T) -> T {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Proc {
     name: String,
