@@ -95,6 +95,8 @@ pub struct AmqpSettings {
     #[serde(default)]
     pub management_url: String,
     pub prefetch: u16,
+    pub batch_max: u16,
+    pub consumer_channels: u16,
     pub publish_timeout_ms: u64,
     pub connect_timeout_ms: u64,
     pub delivery_limit: u32,
@@ -255,6 +257,8 @@ impl Settings {
             return Err(invalid("amqp.management_url", "must be an http(s) URL"));
         }
         positive("amqp.prefetch", self.amqp.prefetch as u64)?;
+        positive("amqp.batch_max", self.amqp.batch_max as u64)?;
+        positive("amqp.consumer_channels", self.amqp.consumer_channels as u64)?;
         positive("amqp.publish_timeout_ms", self.amqp.publish_timeout_ms)?;
         positive("amqp.connect_timeout_ms", self.amqp.connect_timeout_ms)?;
         positive("amqp.delivery_limit", self.amqp.delivery_limit as u64)?;

@@ -7,7 +7,7 @@ use crate::sla::{self, Clock, Policy, Step};
 use crate::store;
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
 /// The next moment something is due for `clock`, given the notices already sent.
@@ -49,42 +49,112 @@ pub async fn store_clock(
     policy: &Policy,
     now: DateTime<Utc>,
 ) -> sqlx::Result<Option<Clock>> {
-    let Some(clock) = sla::current_clock(steps, &reference.calendar, policy, &reference.units)
-    else {
-        sqlx::query("DELETE FROM case_deadlines WHERE case_id = $1")
-            .bind(case_id)
-            .execute(conn)
+    let mut clocks = store_clocks(conn, &[(case_id, steps)], reference, policy, now).await?;
+    Ok(clocks.remove(&case_id).flatten())
+}
+
+/// [`store_clock`] for many cases, in at most three statements: the notices already sent,
+/// the rows removed, the rows written. Each case appears once in `timelines`.
+pub async fn store_clocks(
+    conn: &mut PgConnection,
+    timelines: &[(Uuid, &[Step])],
+    reference: &ReferenceData,
+    policy: &Policy,
+    now: DateTime<Utc>,
+) -> sqlx::Result<HashMap<Uuid, Option<Clock>>> {
+    let clocks: Vec<(Uuid, Option<Clock>, bool)> = timelines
+        .iter()
+        .map(|(id, steps)| {
+            let clock = sla::current_clock(steps, &reference.calendar, policy, &reference.units);
+            // A brand-new clock has sent nothing yet; no need to look.
+            (*id, clock, steps.len() > 1)
+        })
+        .collect();
+
+    let ended: Vec<Uuid> = clocks
+        .iter()
+        .filter(|(_, c, _)| c.is_none())
+        .map(|(id, _, _)| *id)
+        .collect();
+    if !ended.is_empty() {
+        sqlx::query("DELETE FROM case_deadlines WHERE case_id = ANY($1)")
+            .bind(&ended)
+            .execute(&mut *conn)
             .await?;
-        return Ok(None);
-    };
-    // A brand-new clock has sent nothing yet; skip the lookup.
-    let sent = if steps.len() <= 1 {
-        HashSet::new()
-    } else {
-        sent_notices(conn, case_id, &clock).await?
-    };
-    let next = next_check(&clock, reference, policy, &sent);
-    sqlx::query(
-        "INSERT INTO case_deadlines (case_id, clock, cycle, holder_unit, zone, started_at, budget_secs, used_secs, running, due_at, next_check_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-         ON CONFLICT (case_id) DO UPDATE SET clock = $2, cycle = $3, holder_unit = $4, zone = $5, started_at = $6,
-             budget_secs = $7, used_secs = $8, running = $9, due_at = $10, next_check_at = $11, updated_at = $12",
-    )
-    .bind(case_id)
-    .bind(clock.kind.as_str())
-    .bind(clock.cycle as i32)
-    .bind(clock.holder.as_str())
-    .bind(clock.zone.name())
-    .bind(clock.started_at)
-    .bind(clock.budget_secs)
-    .bind(clock.used_secs)
-    .bind(clock.running())
-    .bind(clock.due_at(&reference.calendar))
-    .bind(next)
-    .bind(now)
-    .execute(conn)
-    .await?;
-    Ok(Some(clock))
+    }
+
+    let asked: Vec<(Uuid, &Clock)> = clocks
+        .iter()
+        .filter_map(|(id, c, look)| c.as_ref().filter(|_| *look).map(|c| (*id, c)))
+        .collect();
+    let mut sent: HashMap<Uuid, HashSet<String>> = HashMap::new();
+    if !asked.is_empty() {
+        let ids: Vec<Uuid> = asked.iter().map(|(id, _)| *id).collect();
+        let kinds: Vec<&str> = asked.iter().map(|(_, c)| c.kind.as_str()).collect();
+        let cycles: Vec<i32> = asked.iter().map(|(_, c)| c.cycle as i32).collect();
+        let rows: Vec<(Uuid, String)> = sqlx::query_as(
+            "SELECT n.case_id, n.notice FROM sla_notices n
+             JOIN UNNEST($1::uuid[], $2::text[], $3::int[]) AS t(case_id, clock, cycle)
+               ON n.case_id = t.case_id AND n.clock = t.clock AND n.cycle = t.cycle",
+        )
+        .bind(&ids)
+        .bind(&kinds)
+        .bind(&cycles)
+        .fetch_all(&mut *conn)
+        .await?;
+        for (id, notice) in rows {
+            sent.entry(id).or_default().insert(notice);
+        }
+    }
+
+    let running: Vec<(Uuid, &Clock)> = clocks
+        .iter()
+        .filter_map(|(id, c, _)| c.as_ref().map(|c| (*id, c)))
+        .collect();
+    if !running.is_empty() {
+        let none = HashSet::new();
+        let ids: Vec<Uuid> = running.iter().map(|(id, _)| *id).collect();
+        let kinds: Vec<&str> = running.iter().map(|(_, c)| c.kind.as_str()).collect();
+        let cycles: Vec<i32> = running.iter().map(|(_, c)| c.cycle as i32).collect();
+        let holders: Vec<&str> = running.iter().map(|(_, c)| c.holder.as_str()).collect();
+        let zones: Vec<&str> = running.iter().map(|(_, c)| c.zone.name()).collect();
+        let started: Vec<DateTime<Utc>> = running.iter().map(|(_, c)| c.started_at).collect();
+        let budgets: Vec<i64> = running.iter().map(|(_, c)| c.budget_secs).collect();
+        let used: Vec<i64> = running.iter().map(|(_, c)| c.used_secs).collect();
+        let is_running: Vec<bool> = running.iter().map(|(_, c)| c.running()).collect();
+        let due: Vec<Option<DateTime<Utc>>> = running
+            .iter()
+            .map(|(_, c)| c.due_at(&reference.calendar))
+            .collect();
+        let next: Vec<Option<DateTime<Utc>>> = running
+            .iter()
+            .map(|(id, c)| next_check(c, reference, policy, sent.get(id).unwrap_or(&none)))
+            .collect();
+        sqlx::query(
+            "INSERT INTO case_deadlines (case_id, clock, cycle, holder_unit, zone, started_at, budget_secs, used_secs, running, due_at, next_check_at, updated_at)
+             SELECT *, $12 FROM UNNEST($1::uuid[], $2::text[], $3::int[], $4::text[], $5::text[], $6::timestamptz[],
+                                       $7::bigint[], $8::bigint[], $9::bool[], $10::timestamptz[], $11::timestamptz[])
+             ON CONFLICT (case_id) DO UPDATE SET clock = EXCLUDED.clock, cycle = EXCLUDED.cycle,
+                 holder_unit = EXCLUDED.holder_unit, zone = EXCLUDED.zone, started_at = EXCLUDED.started_at,
+                 budget_secs = EXCLUDED.budget_secs, used_secs = EXCLUDED.used_secs, running = EXCLUDED.running,
+                 due_at = EXCLUDED.due_at, next_check_at = EXCLUDED.next_check_at, updated_at = EXCLUDED.updated_at",
+        )
+        .bind(&ids)
+        .bind(&kinds)
+        .bind(&cycles)
+        .bind(&holders)
+        .bind(&zones)
+        .bind(&started)
+        .bind(&budgets)
+        .bind(&used)
+        .bind(&is_running)
+        .bind(&due)
+        .bind(&next)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(clocks.into_iter().map(|(id, c, _)| (id, c)).collect())
 }
 
 /// Recomputes a case's deadline row from its stored timeline.
@@ -95,6 +165,26 @@ pub async fn refresh(
     policy: &Policy,
     now: DateTime<Utc>,
 ) -> sqlx::Result<Option<Clock>> {
-    let steps = store::steps(conn, case_id).await?;
-    store_clock(conn, case_id, &steps, reference, policy, now).await
+    let mut clocks = refresh_many(conn, &[case_id], reference, policy, now).await?;
+    Ok(clocks.remove(&case_id).flatten())
+}
+
+/// Recomputes the deadline rows of many cases from their stored timelines: one query reads
+/// every timeline, [`store_clocks`] writes.
+pub async fn refresh_many(
+    conn: &mut PgConnection,
+    case_ids: &[Uuid],
+    reference: &ReferenceData,
+    policy: &Policy,
+    now: DateTime<Utc>,
+) -> sqlx::Result<HashMap<Uuid, Option<Clock>>> {
+    let mut ids = case_ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    let steps = store::steps_many(conn, &ids).await?;
+    let timelines: Vec<(Uuid, &[Step])> = ids
+        .iter()
+        .map(|id| (*id, steps.get(id).map_or(&[][..], Vec::as_slice)))
+        .collect();
+    store_clocks(conn, &timelines, reference, policy, now).await
 }

@@ -4,7 +4,7 @@
 //! turn unready, let consumers finish and acknowledge their in-flight messages, then let the
 //! relay publish what they wrote, then stop, all within the grace period.
 
-use crate::amqp::consume::{self, Declare, Handler};
+use crate::amqp::consume::{self, BatchHandler, Declare};
 use crate::amqp::{relay, topology};
 use crate::clock::SharedClock;
 use crate::config::Settings;
@@ -83,8 +83,26 @@ impl Context {
         tracking_id: crate::domain::TrackingId,
         t: &crate::store::Transition<'_>,
     ) -> anyhow::Result<Option<crate::sla::Clock>> {
-        crate::store::log(conn, case_id, tracking_id, t).await?;
-        Ok(crate::deadlines::refresh(conn, case_id, &self.reference, &self.policy, t.at).await?)
+        let entry = crate::store::Entry::new(case_id, tracking_id, t.clone());
+        let mut clocks = self.log_many(conn, std::slice::from_ref(&entry)).await?;
+        Ok(clocks.remove(&case_id).flatten())
+    }
+
+    /// [`Context::log`] for many cases at once, with a fixed number of statements: the
+    /// timeline entries, the events, and the deadline rows of every case named.
+    pub async fn log_many(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        entries: &[crate::store::Entry<'_>],
+    ) -> anyhow::Result<std::collections::HashMap<uuid::Uuid, Option<crate::sla::Clock>>> {
+        crate::store::log_many(conn, entries).await?;
+        let ids: Vec<uuid::Uuid> = entries.iter().map(|e| e.case_id).collect();
+        let now = entries
+            .iter()
+            .map(|e| e.t.at)
+            .max()
+            .unwrap_or_else(|| self.clock.now());
+        Ok(crate::deadlines::refresh_many(conn, &ids, &self.reference, &self.policy, now).await?)
     }
 
     /// The standard ops endpoints (`/healthz`, `/readyz`, `/metrics`) on `listener`.
@@ -108,7 +126,7 @@ impl Context {
     }
 
     /// Starts a consumer of `queue` (one of the topology's queues).
-    pub fn spawn_consumer<H: Handler>(
+    pub fn spawn_consumer<H: BatchHandler>(
         &self,
         queue: &str,
         handler: Arc<H>,

@@ -112,12 +112,26 @@ const CASE_COLUMNS: &str = "id, tracking_id, status, channel, claimed_kind, titl
 /// Locks the case row for the rest of the transaction: every writer of a case goes through
 /// this, so transitions of one case are serialised across services and replicas.
 pub async fn lock(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<CaseRow>> {
-    sqlx::query_as::<_, CaseRow>(sqlx::AssertSqlSafe(format!(
-        "SELECT {CASE_COLUMNS} FROM cases WHERE id = $1 FOR UPDATE"
+    Ok(lock_many(conn, &[id]).await?.remove(&id))
+}
+
+/// [`lock`] for many cases in one statement, in the order of their ids, so that two batches
+/// sharing cases wait for each other instead of deadlocking. Cases that do not exist are
+/// absent from the map.
+pub async fn lock_many(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+) -> sqlx::Result<std::collections::HashMap<Uuid, CaseRow>> {
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    let rows = sqlx::query_as::<_, CaseRow>(sqlx::AssertSqlSafe(format!(
+        "SELECT {CASE_COLUMNS} FROM cases WHERE id = ANY($1) ORDER BY id FOR UPDATE"
     )))
-    .bind(id)
-    .fetch_optional(conn)
-    .await
+    .bind(&ids)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.id, r)).collect())
 }
 
 pub async fn by_tracking_id(
@@ -144,6 +158,29 @@ pub struct Transition<'a> {
     pub at: DateTime<Utc>,
 }
 
+/// A transition of one case, for recording many at once.
+#[derive(Debug, Clone)]
+pub struct Entry<'a> {
+    pub case_id: Uuid,
+    pub tracking_id: TrackingId,
+    pub t: Transition<'a>,
+    /// The trace the hand-off event continues (see [`Outgoing::trace`]).
+    pub trace: std::collections::HashMap<String, String>,
+}
+
+impl<'a> Entry<'a> {
+    /// Captures the current span as the entry's trace: build it under the span of the
+    /// delivery or request that caused it.
+    pub fn new(case_id: Uuid, tracking_id: TrackingId, t: Transition<'a>) -> Self {
+        Self {
+            case_id,
+            tracking_id,
+            t,
+            trace: crate::telemetry::inject_current(),
+        }
+    }
+}
+
 /// Applies a transition: the case's status, a timeline entry and (usually) the internal event,
 /// all in the caller's transaction.
 pub async fn record(
@@ -168,29 +205,55 @@ pub async fn log(
     tracking_id: TrackingId,
     t: &Transition<'_>,
 ) -> anyhow::Result<()> {
-    sqlx::query("INSERT INTO case_events (case_id, at, event, status, unit, actor, note) VALUES ($1, $2, $3, $4, $5, $6, $7)")
-        .bind(case_id)
-        .bind(t.at)
-        .bind(t.event)
-        .bind(t.status.as_str())
-        .bind(t.unit.map(UnitCode::as_str))
-        .bind(t.actor)
-        .bind(&t.note)
-        .execute(&mut *conn)
-        .await?;
-    if crate::messages::is_handoff(t.event) {
-        let ev = CaseEventV1::new(case_id, tracking_id, t.event, t.status, t.at);
-        outbox::enqueue(
-            conn,
-            &[Outgoing::json(
-                exchange::EVENTS,
-                ev.routing_key(),
-                ev.message_id,
-                &ev,
-            )],
-        )
-        .await?;
+    log_many(conn, &[Entry::new(case_id, tracking_id, t.clone())]).await
+}
+
+/// [`log`] for many cases: one statement for the timeline entries and one for the events,
+/// whatever the number of entries.
+pub async fn log_many(conn: &mut PgConnection, entries: &[Entry<'_>]) -> anyhow::Result<()> {
+    if entries.is_empty() {
+        return Ok(());
     }
+    let ids: Vec<Uuid> = entries.iter().map(|e| e.case_id).collect();
+    let ats: Vec<DateTime<Utc>> = entries.iter().map(|e| e.t.at).collect();
+    let events: Vec<&str> = entries.iter().map(|e| e.t.event).collect();
+    let statuses: Vec<&str> = entries.iter().map(|e| e.t.status.as_str()).collect();
+    let units: Vec<Option<&str>> = entries
+        .iter()
+        .map(|e| e.t.unit.map(UnitCode::as_str))
+        .collect();
+    let actors: Vec<&str> = entries.iter().map(|e| e.t.actor).collect();
+    let notes: Vec<Option<&str>> = entries.iter().map(|e| e.t.note.as_deref()).collect();
+    // WITH ORDINALITY keeps the given order in the ids, so each case's timeline reads in
+    // the order its entries were recorded.
+    sqlx::query(
+        "INSERT INTO case_events (case_id, at, event, status, unit, actor, note)
+         SELECT c, a, e, s, u, w, n
+         FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
+              WITH ORDINALITY AS t(c, a, e, s, u, w, n, ord)
+         ORDER BY ord",
+    )
+    .bind(&ids)
+    .bind(&ats)
+    .bind(&events)
+    .bind(&statuses)
+    .bind(&units)
+    .bind(&actors)
+    .bind(&notes)
+    .execute(&mut *conn)
+    .await?;
+    let handoffs: Vec<Outgoing> = entries
+        .iter()
+        .filter(|e| crate::messages::is_handoff(e.t.event))
+        .map(|e| {
+            let ev = CaseEventV1::new(e.case_id, e.tracking_id, e.t.event, e.t.status, e.t.at);
+            Outgoing {
+                trace: e.trace.clone(),
+                ..Outgoing::json(exchange::EVENTS, ev.routing_key(), ev.message_id, &ev)
+            }
+        })
+        .collect();
+    outbox::enqueue(conn, &handoffs).await?;
     Ok(())
 }
 
@@ -266,20 +329,51 @@ pub async fn attachments(conn: &mut PgConnection, case_id: Uuid) -> sqlx::Result
 /// Everything a unit could be shown about a verified case (identity included); the message
 /// builder removes what each recipient may not see.
 pub async fn content(conn: &mut PgConnection, case: &CaseRow) -> anyhow::Result<CaseContent> {
-    let id = sqlx::query_as::<_, IdentityRow>(
-        "SELECT name, nik, phone, email, address, kk_number, location_address,
+    content_many(conn, &[case])
+        .await?
+        .remove(&case.id)
+        .unwrap_or_else(|| Err(case.corrupt("identity")))
+        .map_err(Into::into)
+}
+
+/// [`content`] for many cases in one query. A case whose stored data no longer parses (or
+/// that has no identity record) maps to the field at fault.
+pub async fn content_many(
+    conn: &mut PgConnection,
+    cases: &[&CaseRow],
+) -> sqlx::Result<std::collections::HashMap<Uuid, Result<CaseContent, Corrupt>>> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        case_id: Uuid,
+        #[sqlx(flatten)]
+        identity: IdentityRow,
+    }
+    let ids: Vec<Uuid> = cases.iter().map(|c| c.id).collect();
+    let rows = sqlx::query_as::<_, Row>(
+        "SELECT i.case_id, i.name, i.nik, i.phone, i.email, i.address, i.kk_number, i.location_address,
                 COALESCE((SELECT jsonb_agg(jsonb_build_object('kind', a.kind, 'url', a.url, 'sha256', a.sha256) ORDER BY a.position)
-                          FROM case_attachments a WHERE a.case_id = $1), '[]') AS attachments
-         FROM case_identity WHERE case_id = $1",
+                          FROM case_attachments a WHERE a.case_id = i.case_id), '[]') AS attachments
+         FROM case_identity i WHERE i.case_id = ANY($1)",
     )
-    .bind(case.id)
-    .fetch_one(&mut *conn)
+    .bind(&ids)
+    .fetch_all(conn)
     .await?;
-    let attachments = id.attachments.0;
-    let corrupt = |field| Corrupt {
-        case_id: case.id,
-        field,
-    };
+    let mut identities: std::collections::HashMap<Uuid, IdentityRow> =
+        rows.into_iter().map(|r| (r.case_id, r.identity)).collect();
+    Ok(cases
+        .iter()
+        .map(|case| {
+            let content = match identities.remove(&case.id) {
+                Some(id) => assemble(case, id),
+                None => Err(case.corrupt("identity")),
+            };
+            (case.id, content)
+        })
+        .collect())
+}
+
+fn assemble(case: &CaseRow, id: IdentityRow) -> Result<CaseContent, Corrupt> {
+    let corrupt = |field| case.corrupt(field);
     Ok(CaseContent {
         case_id: case.id,
         tracking_id: case.tracking()?,
@@ -308,7 +402,7 @@ pub async fn content(conn: &mut PgConnection, case: &CaseRow) -> anyhow::Result<
             .map(KkNumber::parse)
             .transpose()
             .map_err(|_| corrupt("kk_number"))?,
-        attachments,
+        attachments: id.attachments.0,
         anonymous: case.anonymous,
         confidential: case.confidential,
         received_at: case.received_at,
@@ -322,6 +416,35 @@ pub async fn steps(conn: &mut PgConnection, case_id: Uuid) -> sqlx::Result<Vec<c
         .into_iter()
         .filter_map(TimelineEntry::step)
         .collect())
+}
+
+/// The timelines of many cases as the SLA clock reads them, in one query. Every asked-for
+/// case is in the map, with no steps if it has no timeline.
+pub async fn steps_many(
+    conn: &mut PgConnection,
+    case_ids: &[Uuid],
+) -> sqlx::Result<std::collections::HashMap<Uuid, Vec<crate::sla::Step>>> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        case_id: Uuid,
+        #[sqlx(flatten)]
+        entry: TimelineEntry,
+    }
+    let rows = sqlx::query_as::<_, Row>(
+        "SELECT case_id, id, at, event, status, unit, actor, note FROM case_events
+         WHERE case_id = ANY($1) ORDER BY case_id, id",
+    )
+    .bind(case_ids)
+    .fetch_all(conn)
+    .await?;
+    let mut steps: std::collections::HashMap<Uuid, Vec<crate::sla::Step>> =
+        case_ids.iter().map(|id| (*id, Vec::new())).collect();
+    for r in rows {
+        if let Some(step) = r.entry.step() {
+            steps.entry(r.case_id).or_default().push(step);
+        }
+    }
+    Ok(steps)
 }
 
 impl TimelineEntry {

@@ -1,5 +1,6 @@
 use crate::followup::FollowupHandler;
 use crate::route::RouteHandler;
+use lapor_shared::amqp::consume::PerMessage;
 use lapor_shared::amqp::topology;
 use lapor_shared::clock::SharedClock;
 use lapor_shared::config::Settings;
@@ -35,9 +36,9 @@ impl Distributor {
         );
         let followups = self.ctx.spawn_consumer(
             topology::DISTRIBUTOR_FOLLOWUPS,
-            Arc::new(FollowupHandler {
+            Arc::new(PerMessage(FollowupHandler {
                 ctx: self.ctx.clone(),
-            }),
+            })),
             stop.clone(),
         );
         let ops = self.ctx.ops(self.ops);

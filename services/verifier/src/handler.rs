@@ -1,15 +1,21 @@
-//! The verifier's consumer: gathers the facts about a case, asks [`verify::decide`], and
-//! records the verdict (decision, status, timeline, event) in the inbox transaction.
+//! The verifier's consumer. For a batch of `case.*` events it gathers the facts about every
+//! case with one query per kind of fact, asks [`verify::decide`] for each case, and records
+//! the verdicts (decisions, statuses, timeline entries, hand-off events, deadlines) with one
+//! statement per table, all in the inbox transaction.
 
 use crate::classify::{Classification, Classifier, Decision};
 use crate::verify::{self, EarlierCase, Facts, OfficerDecision, Requirements, Verdict};
-use lapor_shared::amqp::consume::{HandleError, Handler, Incoming};
-use lapor_shared::domain::{CaseStatus, Category, Kind, KkNumber, Nik};
+use chrono::{DateTime, Utc};
+use lapor_shared::amqp::consume::{self, BatchHandler, HandleError, Incoming};
+use lapor_shared::deadlines;
+use lapor_shared::domain::{CaseStatus, Category, Kind, KkNumber, Nik, TrackingId};
 use lapor_shared::messages::{CaseEventV1, decode};
 use lapor_shared::service::Context;
-use lapor_shared::store::{self, CaseRow, Transition};
+use lapor_shared::store::{self, CaseRow, Entry, Transition};
 use sqlx::PgConnection;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use uuid::Uuid;
 
 pub struct VerifyHandler {
     pub ctx: Context,
@@ -18,11 +24,16 @@ pub struct VerifyHandler {
 
 pub const ACTOR: &str = "verifier";
 
-async fn officer_decision(
+/// The latest officer's decision on each case that has one.
+async fn officer_decisions(
     conn: &mut PgConnection,
-    case: &CaseRow,
-) -> sqlx::Result<Option<OfficerDecision>> {
+    case_ids: &[Uuid],
+) -> sqlx::Result<HashMap<Uuid, OfficerDecision>> {
+    if case_ids.is_empty() {
+        return Ok(HashMap::new());
+    }
     type Row = (
+        Uuid,
         String,
         Option<String>,
         Option<bool>,
@@ -30,307 +41,551 @@ async fn officer_decision(
         Option<bool>,
         Option<String>,
     );
-    let row: Option<Row> = sqlx::query_as(
-        "SELECT actor, kind, in_scope, category, needs_followup, note FROM case_decisions
-         WHERE case_id = $1 AND actor LIKE 'officer:%' ORDER BY id DESC LIMIT 1",
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT DISTINCT ON (case_id) case_id, actor, kind, in_scope, category, needs_followup, note
+         FROM case_decisions WHERE case_id = ANY($1) AND actor LIKE 'officer:%'
+         ORDER BY case_id, id DESC",
     )
-    .bind(case.id)
-    .fetch_optional(conn)
-    .await?;
-    Ok(
-        row.and_then(|(actor, kind, in_scope, category, needs_followup, note)| {
-            Some(OfficerDecision {
-                officer: actor.trim_start_matches("officer:").to_owned(),
-                kind: Kind::parse(kind.as_deref()?).ok()?,
-                in_scope: in_scope?,
-                category: category.as_deref().and_then(|c| Category::parse(c).ok()),
-                needs_followup: needs_followup.unwrap_or(false),
-                note,
-            })
-        }),
-    )
-}
-
-async fn requirements(conn: &mut PgConnection, case: &CaseRow) -> sqlx::Result<Requirements> {
-    let (nik, kk, kk_copy): (String, Option<String>, bool) = sqlx::query_as(
-        "SELECT nik, kk_number, EXISTS (SELECT 1 FROM case_attachments a WHERE a.case_id = $1 AND a.kind = 'kk_copy')
-         FROM case_identity WHERE case_id = $1",
-    )
-    .bind(case.id)
-    .fetch_one(&mut *conn)
-    .await?;
-    // The NIK was checked at intake; a stored NIK that no longer parses counts as a missing
-    // family card, which makes the reporter send their documents again.
-    let identity_ok = Nik::parse(&nik).is_ok();
-    Ok(Requirements {
-        kk_number: identity_ok && kk.as_deref().is_some_and(|k| KkNumber::parse(k).is_ok()),
-        kk_copy,
-    })
-}
-
-async fn earlier_cases(
-    conn: &mut PgConnection,
-    case: &CaseRow,
-    window_days: u32,
-) -> sqlx::Result<Vec<EarlierCase>> {
-    let rows: Vec<(uuid::Uuid, String, String, bool)> = sqlx::query_as(
-        "SELECT id, tracking_id, body, COALESCE(lapor_tracking_id = $5, false) FROM cases
-         WHERE id <> $1 AND duplicate_of IS NULL AND status <> 'closed'
-           AND (received_at, id) < ($3, $1)
-           AND ((reporter_ref = $2 AND received_at >= $3 - make_interval(days => $4))
-                OR ($5::text IS NOT NULL AND lapor_tracking_id = $5))
-         ORDER BY received_at, id LIMIT 50",
-    )
-    .bind(case.id)
-    .bind(&case.reporter_ref)
-    .bind(case.received_at)
-    .bind(window_days as i32)
-    .bind(&case.lapor_tracking_id)
+    .bind(case_ids)
     .fetch_all(conn)
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(id, tracking_id, text, same_lapor_id)| EarlierCase {
-            id,
-            tracking_id,
-            text,
-            same_lapor_id,
+        .filter_map(
+            |(id, actor, kind, in_scope, category, needs_followup, note)| {
+                Some((
+                    id,
+                    OfficerDecision {
+                        officer: actor.trim_start_matches("officer:").to_owned(),
+                        kind: Kind::parse(kind.as_deref()?).ok()?,
+                        in_scope: in_scope?,
+                        category: category.as_deref().and_then(|c| Category::parse(c).ok()),
+                        needs_followup: needs_followup.unwrap_or(false),
+                        note,
+                    },
+                ))
+            },
+        )
+        .collect())
+}
+
+/// What each case has of the service standard's requirements. A case without an identity
+/// record is absent (a broken invariant: its message is parked).
+async fn requirements(
+    conn: &mut PgConnection,
+    case_ids: &[Uuid],
+) -> sqlx::Result<HashMap<Uuid, Requirements>> {
+    let rows: Vec<(Uuid, String, Option<String>, bool)> = sqlx::query_as(
+        "SELECT i.case_id, i.nik, i.kk_number,
+                EXISTS (SELECT 1 FROM case_attachments a WHERE a.case_id = i.case_id AND a.kind = 'kk_copy')
+         FROM case_identity i WHERE i.case_id = ANY($1)",
+    )
+    .bind(case_ids)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, nik, kk, kk_copy)| {
+            // The NIK was checked at intake; a stored NIK that no longer parses counts as a
+            // missing family card, which makes the reporter send their documents again.
+            let identity_ok = Nik::parse(&nik).is_ok();
+            (
+                id,
+                Requirements {
+                    kk_number: identity_ok
+                        && kk.as_deref().is_some_and(|k| KkNumber::parse(k).is_ok()),
+                    kk_copy,
+                },
+            )
         })
         .collect())
 }
 
-async fn record_decision(
-    conn: &mut PgConnection,
-    case: &CaseRow,
-    c: &Classification,
-    actor: &str,
-    at: chrono::DateTime<chrono::Utc>,
-) -> sqlx::Result<()> {
-    let decision = match c.decision {
-        Decision::Auto => "auto",
-        Decision::ManualReview => "manual_review",
-    };
-    sqlx::query(
-        "INSERT INTO case_decisions (case_id, at, actor, decision, kind, in_scope, category, needs_followup, confidence, evidence, note)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9, $10)",
-    )
-    .bind(case.id)
-    .bind(at)
-    .bind(actor)
-    .bind(decision)
-    .bind(c.kind.as_str())
-    .bind(c.in_scope)
-    .bind(c.category.map(|c| c.as_str()))
-    .bind(c.confidence as f32)
-    .bind(serde_json::to_value(&c.evidence).unwrap_or_default())
-    .bind((!c.review_reasons.is_empty()).then(|| c.review_reasons.join("; ")))
-    .execute(conn)
-    .await?;
-    Ok(())
+/// An earlier case a new one may repeat, with the status it had when the batch read it.
+struct Candidate {
+    case: EarlierCase,
+    status: String,
 }
 
-impl Handler for VerifyHandler {
+/// For each case, the reporter's earlier open cases within the window (or with the same
+/// LAPOR! id), oldest first, in one query.
+async fn earlier_cases(
+    conn: &mut PgConnection,
+    cases: &[&CaseRow],
+    window_days: u32,
+) -> sqlx::Result<HashMap<Uuid, Vec<Candidate>>> {
+    if cases.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let ids: Vec<Uuid> = cases.iter().map(|c| c.id).collect();
+    let refs: Vec<&[u8]> = cases.iter().map(|c| c.reporter_ref.as_slice()).collect();
+    let received: Vec<DateTime<Utc>> = cases.iter().map(|c| c.received_at).collect();
+    let lapor_ids: Vec<Option<&str>> = cases
+        .iter()
+        .map(|c| c.lapor_tracking_id.as_deref())
+        .collect();
+    type Row = (Uuid, Uuid, String, String, bool, String);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT t.case_id, e.id, e.tracking_id, e.body, COALESCE(e.lapor_tracking_id = t.lapor_id, false), e.status
+         FROM UNNEST($1::uuid[], $2::bytea[], $3::timestamptz[], $4::text[]) AS t(case_id, reporter_ref, received_at, lapor_id)
+         CROSS JOIN LATERAL (
+             SELECT id, tracking_id, body, lapor_tracking_id, status, received_at FROM cases
+             WHERE id <> t.case_id AND duplicate_of IS NULL AND status <> 'closed'
+               AND (received_at, id) < (t.received_at, t.case_id)
+               AND ((reporter_ref = t.reporter_ref AND received_at >= t.received_at - make_interval(days => $5))
+                    OR (t.lapor_id IS NOT NULL AND lapor_tracking_id = t.lapor_id))
+             ORDER BY received_at, id LIMIT 50) e
+         ORDER BY t.case_id, e.received_at, e.id",
+    )
+    .bind(&ids)
+    .bind(&refs)
+    .bind(&received)
+    .bind(&lapor_ids)
+    .bind(window_days as i32)
+    .fetch_all(conn)
+    .await?;
+    let mut earlier: HashMap<Uuid, Vec<Candidate>> = HashMap::new();
+    for (case_id, id, tracking_id, text, same_lapor_id, status) in rows {
+        earlier.entry(case_id).or_default().push(Candidate {
+            case: EarlierCase {
+                id,
+                tracking_id,
+                text,
+                same_lapor_id,
+            },
+            status,
+        });
+    }
+    Ok(earlier)
+}
+
+/// A case of the batch that is waiting for verification, with its message's index.
+struct Pending<'a> {
+    index: usize,
+    case: &'a CaseRow,
+    tracking: TrackingId,
+    claimed_kind: Option<Kind>,
+    event: &'a str,
+}
+
+/// The rows one verdict writes.
+struct Written<'a> {
+    update: CaseUpdate,
+    decision: Option<(Classification, String)>,
+    entries: Vec<Entry<'a>>,
+    outcome: &'static str,
+}
+
+struct CaseUpdate {
+    id: Uuid,
+    status: CaseStatus,
+    message: Option<String>,
+    duplicate_of: Option<Uuid>,
+    decided: Option<verify::Decided>,
+}
+
+impl BatchHandler for VerifyHandler {
     fn name(&self) -> &'static str {
         "verifier"
     }
 
-    async fn handle(&self, tx: &mut PgConnection, msg: &Incoming) -> Result<(), HandleError> {
-        let ev: CaseEventV1 = decode(&msg.body)?;
-        let case = store::lock(tx, ev.case_id)
-            .await?
-            .ok_or_else(|| HandleError::Park(format!("case {} does not exist", ev.case_id)))?;
-        let status = case
-            .status()
-            .map_err(|e| HandleError::Park(e.to_string()))?;
-        if status != CaseStatus::Received {
-            // An event that arrives after the case moved on (redelivered, or overtaken by a
-            // later one): nothing left to verify.
-            tracing::debug!(case_id = %case.id, status = %status, "case is past verification");
-            return Ok(());
+    async fn handle_batch(
+        &self,
+        tx: &mut PgConnection,
+        msgs: &[&Incoming],
+    ) -> Result<Vec<consume::Verdict>, HandleError> {
+        let mut verdicts: Vec<consume::Verdict> = vec![Ok(()); msgs.len()];
+        let mut events = Vec::with_capacity(msgs.len());
+        for (i, m) in msgs.iter().enumerate() {
+            match decode::<CaseEventV1>(&m.body) {
+                Ok(ev) => events.push(Some(ev)),
+                Err(e) => {
+                    verdicts[i] = Err(e.to_string());
+                    events.push(None);
+                }
+            }
         }
-        let now = self.ctx.clock.now();
+        let ids: Vec<Uuid> = events.iter().flatten().map(|e| e.case_id).collect();
+        let cases = store::lock_many(tx, &ids).await?;
+
+        let mut pending = Vec::new();
+        let mut seen = HashSet::new();
+        for (i, ev) in events.iter().enumerate() {
+            let Some(ev) = ev else { continue };
+            let Some(case) = cases.get(&ev.case_id) else {
+                verdicts[i] = Err(format!("case {} does not exist", ev.case_id));
+                continue;
+            };
+            let checked = (|| {
+                Ok::<_, store::Corrupt>((case.status()?, case.tracking()?, case.claimed_kind()?))
+            })();
+            let (status, tracking, claimed_kind) = match checked {
+                Ok(c) => c,
+                Err(e) => {
+                    verdicts[i] = Err(e.to_string());
+                    continue;
+                }
+            };
+            // An event that arrives after the case moved on (redelivered, overtaken by a
+            // later one, or a second event for the same case in this batch): nothing left to
+            // verify.
+            if status != CaseStatus::Received || !seen.insert(case.id) {
+                tracing::debug!(parent: &msgs[i].span, case_id = %case.id, status = %status, "case is past verification");
+                continue;
+            }
+            pending.push(Pending {
+                index: i,
+                case,
+                tracking,
+                claimed_kind,
+                event: ev.event.as_str(),
+            });
+        }
+        if pending.is_empty() {
+            return Ok(verdicts);
+        }
+
+        // The facts, one query each. A case just received cannot have an officer's decision
+        // yet, and one an officer decided is not compared with earlier cases.
+        let asked_officer: Vec<Uuid> = pending
+            .iter()
+            .filter(|p| p.event != "received")
+            .map(|p| p.case.id)
+            .collect();
+        let officers = officer_decisions(tx, &asked_officer).await?;
+        let fresh: Vec<&CaseRow> = pending
+            .iter()
+            .filter(|p| p.event == "received")
+            .map(|p| p.case)
+            .collect();
         let settings = &self.ctx.settings.verifier;
-        let tracking = case
-            .tracking()
-            .map_err(|e| HandleError::Park(e.to_string()))?;
-        // A case just received cannot have an officer's decision yet.
-        let officer = if ev.event == "received" {
-            None
-        } else {
-            officer_decision(tx, &case).await?
-        };
-        let classification = match &officer {
+        let earlier = earlier_cases(tx, &fresh, settings.duplicate_window_days).await?;
+        let all: Vec<Uuid> = pending.iter().map(|p| p.case.id).collect();
+        let requirements = requirements(tx, &all).await?;
+
+        // Decide in the order the cases were received, as if one at a time: a case that this
+        // batch links as a duplicate is no longer a candidate for the cases after it.
+        pending.sort_by_key(|p| (p.case.received_at, p.case.id));
+        let now = self.ctx.clock.now();
+        let mut linked: HashSet<Uuid> = HashSet::new();
+        let mut new_status: HashMap<Uuid, CaseStatus> = HashMap::new();
+        let mut written: Vec<(usize, Written<'_>)> = Vec::with_capacity(pending.len());
+        for p in &pending {
+            let Some(reqs) = requirements.get(&p.case.id).copied() else {
+                verdicts[p.index] = Err(format!("case {} has no identity record", p.case.id));
+                continue;
+            };
+            let candidates: Vec<&Candidate> = earlier
+                .get(&p.case.id)
+                .map(|c| c.iter().filter(|c| !linked.contains(&c.case.id)).collect())
+                .unwrap_or_default();
+            let result = msgs[p.index].span.in_scope(|| {
+                self.verdict(
+                    p,
+                    officers.get(&p.case.id),
+                    &candidates,
+                    reqs,
+                    &new_status,
+                    now,
+                )
+            });
+            match result {
+                Ok(w) => {
+                    if w.update.duplicate_of.is_some() {
+                        linked.insert(p.case.id);
+                    }
+                    new_status.insert(p.case.id, w.update.status);
+                    written.push((p.index, w));
+                }
+                Err(reason) => verdicts[p.index] = Err(reason),
+            }
+        }
+        if written.is_empty() {
+            return Ok(verdicts);
+        }
+        self.write(tx, &written, now)
+            .await
+            .map_err(HandleError::Retry)?;
+        for (i, w) in &written {
+            metrics::counter!("lapor_verifications_total", "outcome" => w.outcome).increment(1);
+            tracing::info!(parent: &msgs[*i].span, case_id = %w.update.id, outcome = w.outcome, "case verified");
+        }
+        Ok(verdicts)
+    }
+}
+
+impl VerifyHandler {
+    /// The verdict on one case and the rows it writes; pure. `Err` is a reason to park.
+    fn verdict<'a>(
+        &self,
+        p: &Pending<'a>,
+        officer: Option<&OfficerDecision>,
+        candidates: &[&Candidate],
+        requirements: Requirements,
+        new_status: &HashMap<Uuid, CaseStatus>,
+        now: DateTime<Utc>,
+    ) -> Result<Written<'a>, String> {
+        let classification = match officer {
             Some(_) => None,
-            None => Some(
-                self.classifier.classify(
-                    &case.body,
-                    case.claimed_kind()
-                        .map_err(|e| HandleError::Park(e.to_string()))?,
-                ),
-            ),
+            None => Some(self.classifier.classify(&p.case.body, p.claimed_kind)),
         };
-        let earlier = if ev.event == "received" && officer.is_none() {
-            earlier_cases(tx, &case, settings.duplicate_window_days).await?
+        let earlier: Vec<EarlierCase> = if p.event == "received" && officer.is_none() {
+            candidates.iter().map(|c| c.case.clone()).collect()
         } else {
             Vec::new()
         };
         let duplicate_of = verify::find_duplicate(
             self.classifier.normaliser(),
-            &case.body,
+            &p.case.body,
             &earlier,
-            settings.duplicate_similarity,
+            self.ctx.settings.verifier.duplicate_similarity,
         );
-        let requirements = requirements(tx, &case).await?;
         let verdict = verify::decide(
             &Facts {
                 classification: classification.as_ref(),
-                officer: officer.as_ref(),
+                officer,
                 duplicate_of,
                 requirements,
             },
             &self.ctx.reference.routing,
         );
-        if let Some(c) = &classification {
-            record_decision(
-                tx,
-                &case,
-                c,
-                &format!("classifier:{}", self.classifier.version),
-                now,
+        let answers = &self.ctx.reference.answers;
+        let tracking_id = p.tracking.to_string();
+        let (event, status, decided, message, note, duplicate_of, outcome) = match &verdict {
+            Verdict::Duplicate { of, of_tracking_id } => {
+                let m = answers.message("duplicate", &[("tracking_id", of_tracking_id)]);
+                let dup = (CaseStatus::Duplicate, "duplicate");
+                (
+                    "duplicate",
+                    dup.0,
+                    None,
+                    Some(m.clone()),
+                    m,
+                    Some(*of),
+                    dup.1,
+                )
+            }
+            Verdict::Review { .. } => {
+                let m = answers.message("in_review", &[]);
+                (
+                    "in_review",
+                    CaseStatus::InReview,
+                    None,
+                    Some(m.clone()),
+                    m,
+                    None,
+                    "in_review",
+                )
+            }
+            Verdict::OutOfScope { decided, message } => (
+                "out_of_scope",
+                CaseStatus::OutOfScope,
+                Some(decided.clone()),
+                Some(message.clone()),
+                message.clone(),
+                None,
+                "out_of_scope",
+            ),
+            Verdict::NeedsInfo { decided, missing } => {
+                let m = verify::needs_info_message(answers, missing, &tracking_id);
+                (
+                    "needs_info",
+                    CaseStatus::NeedsInfo,
+                    Some(decided.clone()),
+                    Some(m.clone()),
+                    m,
+                    None,
+                    "needs_info",
+                )
+            }
+            Verdict::Verified { decided } => {
+                let note = match decided.category {
+                    Some(c) => format!("Laporan diverifikasi: {}, kategori {c}.", decided.kind),
+                    None => format!("Laporan diverifikasi: {}.", decided.kind),
+                };
+                (
+                    "verified",
+                    CaseStatus::Verified,
+                    Some(decided.clone()),
+                    None,
+                    note,
+                    None,
+                    "verified",
+                )
+            }
+        };
+        let mut entries = vec![Entry::new(
+            p.case.id,
+            p.tracking,
+            Transition {
+                event,
+                status,
+                unit: None,
+                actor: ACTOR,
+                note: Some(note),
+                at: now,
+            },
+        )];
+        if let Some(of) = duplicate_of {
+            // The earlier case's timeline shows that the reporter wrote again.
+            let first = candidates
+                .iter()
+                .find(|c| c.case.id == of)
+                .ok_or_else(|| format!("duplicate target {of} is not among the candidates"))?;
+            let of_status = match new_status.get(&of) {
+                Some(s) => *s,
+                None => CaseStatus::parse(&first.status)
+                    .map_err(|_| format!("stored case {of} has an invalid status"))?,
+            };
+            let of_tracking = TrackingId::parse(&first.case.tracking_id)
+                .map_err(|_| format!("stored case {of} has an invalid tracking_id"))?;
+            entries.push(Entry::new(
+                of,
+                of_tracking,
+                Transition {
+                    event: "duplicate_linked",
+                    status: of_status,
+                    unit: None,
+                    actor: ACTOR,
+                    note: Some(format!(
+                        "Laporan serupa dari pelapor yang sama diterima melalui kanal {} dan digabungkan.",
+                        p.case.channel
+                    )),
+                    at: now,
+                },
+            ));
+        }
+        Ok(Written {
+            update: CaseUpdate {
+                id: p.case.id,
+                status,
+                message,
+                duplicate_of,
+                decided,
+            },
+            decision: classification
+                .map(|c| (c, format!("classifier:{}", self.classifier.version))),
+            entries,
+            outcome,
+        })
+    }
+
+    /// Writes the verdicts of a batch: one statement per table, then the deadlines of the
+    /// verified cases.
+    async fn write(
+        &self,
+        tx: &mut PgConnection,
+        written: &[(usize, Written<'_>)],
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        let decisions: Vec<(Uuid, &Classification, &str)> = written
+            .iter()
+            .filter_map(|(_, w)| {
+                w.decision
+                    .as_ref()
+                    .map(|(c, a)| (w.update.id, c, a.as_str()))
+            })
+            .collect();
+        if !decisions.is_empty() {
+            let ids: Vec<Uuid> = decisions.iter().map(|d| d.0).collect();
+            let actors: Vec<&str> = decisions.iter().map(|d| d.2).collect();
+            let kinds: Vec<&str> = decisions.iter().map(|d| d.1.kind.as_str()).collect();
+            let how: Vec<&str> = decisions
+                .iter()
+                .map(|d| match d.1.decision {
+                    Decision::Auto => "auto",
+                    Decision::ManualReview => "manual_review",
+                })
+                .collect();
+            let in_scope: Vec<bool> = decisions.iter().map(|d| d.1.in_scope).collect();
+            let categories: Vec<Option<&str>> = decisions
+                .iter()
+                .map(|d| d.1.category.map(|c| c.as_str()))
+                .collect();
+            let confidence: Vec<f32> = decisions.iter().map(|d| d.1.confidence as f32).collect();
+            let evidence: Vec<serde_json::Value> = decisions
+                .iter()
+                .map(|d| serde_json::to_value(&d.1.evidence).unwrap_or_default())
+                .collect();
+            let notes: Vec<Option<String>> = decisions
+                .iter()
+                .map(|d| (!d.1.review_reasons.is_empty()).then(|| d.1.review_reasons.join("; ")))
+                .collect();
+            sqlx::query(
+                "INSERT INTO case_decisions (case_id, at, actor, decision, kind, in_scope, category, needs_followup, confidence, evidence, note)
+                 SELECT c, $2, a, d, k, s, g, NULL, f, e, n
+                 FROM UNNEST($1::uuid[], $3::text[], $4::text[], $5::text[], $6::bool[], $7::text[], $8::real[], $9::jsonb[], $10::text[])
+                      AS t(c, a, d, k, s, g, f, e, n)",
             )
+            .bind(&ids)
+            .bind(now)
+            .bind(&actors)
+            .bind(&how)
+            .bind(&kinds)
+            .bind(&in_scope)
+            .bind(&categories)
+            .bind(&confidence)
+            .bind(&evidence)
+            .bind(&notes)
+            .execute(&mut *tx)
             .await?;
         }
-        apply(tx, &self.ctx, &case, &tracking.to_string(), &verdict, now)
-            .await
-            .map_err(HandleError::Retry)?;
-        let outcome = match &verdict {
-            Verdict::Duplicate { .. } => "duplicate",
-            Verdict::Review { .. } => "in_review",
-            Verdict::OutOfScope { .. } => "out_of_scope",
-            Verdict::NeedsInfo { .. } => "needs_info",
-            Verdict::Verified { .. } => "verified",
-        };
-        metrics::counter!("lapor_verifications_total", "outcome" => outcome).increment(1);
-        tracing::info!(case_id = %case.id, outcome, "case verified");
-        Ok(())
-    }
-}
 
-/// Applies a verdict: one update of the case (decision, message, status), its timeline entry,
-/// deadline and hand-off, all in the caller's transaction.
-async fn apply(
-    tx: &mut PgConnection,
-    ctx: &Context,
-    case: &CaseRow,
-    tracking_id: &str,
-    verdict: &Verdict,
-    at: chrono::DateTime<chrono::Utc>,
-) -> anyhow::Result<()> {
-    let answers = &ctx.reference.answers;
-    let (event, status, decided, message, note, duplicate_of) = match verdict {
-        Verdict::Duplicate { of, of_tracking_id } => {
-            let m = answers.message("duplicate", &[("tracking_id", of_tracking_id)]);
-            (
-                "duplicate",
-                CaseStatus::Duplicate,
-                None,
-                Some(m.clone()),
-                m,
-                Some(*of),
-            )
-        }
-        Verdict::Review { .. } => {
-            let m = answers.message("in_review", &[]);
-            (
-                "in_review",
-                CaseStatus::InReview,
-                None,
-                Some(m.clone()),
-                m,
-                None,
-            )
-        }
-        Verdict::OutOfScope { decided, message } => (
-            "out_of_scope",
-            CaseStatus::OutOfScope,
-            Some(decided),
-            Some(message.clone()),
-            message.clone(),
-            None,
-        ),
-        Verdict::NeedsInfo { decided, missing } => {
-            let m = verify::needs_info_message(answers, missing, tracking_id);
-            (
-                "needs_info",
-                CaseStatus::NeedsInfo,
-                Some(decided),
-                Some(m.clone()),
-                m,
-                None,
-            )
-        }
-        Verdict::Verified { decided } => {
-            let note = match decided.category {
-                Some(c) => format!("Laporan diverifikasi: {}, kategori {c}.", decided.kind),
-                None => format!("Laporan diverifikasi: {}.", decided.kind),
-            };
-            (
-                "verified",
-                CaseStatus::Verified,
-                Some(decided),
-                None,
-                note,
-                None,
-            )
-        }
-    };
-    sqlx::query(
-        "UPDATE cases SET status = $2, updated_at = $3, reporter_message = $4, duplicate_of = COALESCE($5, duplicate_of),
-                kind = COALESCE($6, kind), in_scope = COALESCE($7, in_scope),
-                category = CASE WHEN $6::text IS NULL THEN category ELSE $8 END,
-                needs_followup = COALESCE($9, needs_followup)
-         WHERE id = $1",
-    )
-    .bind(case.id)
-    .bind(status.as_str())
-    .bind(at)
-    .bind(&message)
-    .bind(duplicate_of)
-    .bind(decided.map(|d| d.kind.as_str()))
-    .bind(decided.map(|d| d.in_scope))
-    .bind(decided.and_then(|d| d.category.map(|c| c.as_str())))
-    .bind(decided.map(|d| d.needs_followup))
-    .execute(&mut *tx)
-    .await?;
-    ctx.log(
-        tx,
-        case.id,
-        case.tracking()?,
-        &Transition {
-            event,
-            status,
-            unit: None,
-            actor: ACTOR,
-            note: Some(note),
-            at,
-        },
-    )
-    .await?;
-    if let Some(of) = duplicate_of {
-        // The earlier case's timeline shows that the reporter wrote again.
+        let updates: Vec<&CaseUpdate> = written.iter().map(|(_, w)| &w.update).collect();
+        let ids: Vec<Uuid> = updates.iter().map(|u| u.id).collect();
+        let statuses: Vec<&str> = updates.iter().map(|u| u.status.as_str()).collect();
+        let messages: Vec<Option<&str>> = updates.iter().map(|u| u.message.as_deref()).collect();
+        let duplicates: Vec<Option<Uuid>> = updates.iter().map(|u| u.duplicate_of).collect();
+        let kinds: Vec<Option<&str>> = updates
+            .iter()
+            .map(|u| u.decided.as_ref().map(|d| d.kind.as_str()))
+            .collect();
+        let in_scope: Vec<Option<bool>> = updates
+            .iter()
+            .map(|u| u.decided.as_ref().map(|d| d.in_scope))
+            .collect();
+        let categories: Vec<Option<&str>> = updates
+            .iter()
+            .map(|u| {
+                u.decided
+                    .as_ref()
+                    .and_then(|d| d.category.map(|c| c.as_str()))
+            })
+            .collect();
+        let followup: Vec<Option<bool>> = updates
+            .iter()
+            .map(|u| u.decided.as_ref().map(|d| d.needs_followup))
+            .collect();
+        // A verdict without a decision (duplicate, review) keeps what the case had.
         sqlx::query(
-            "INSERT INTO case_events (case_id, at, event, status, unit, actor, note)
-             SELECT id, $2, 'duplicate_linked', status, NULL, $3, $4 FROM cases WHERE id = $1",
+            "UPDATE cases c SET status = t.status, updated_at = $1, reporter_message = t.message,
+                    duplicate_of = COALESCE(t.dup, c.duplicate_of),
+                    kind = COALESCE(t.kind, c.kind), in_scope = COALESCE(t.in_scope, c.in_scope),
+                    category = CASE WHEN t.kind IS NULL THEN c.category ELSE t.category END,
+                    needs_followup = COALESCE(t.followup, c.needs_followup)
+             FROM UNNEST($2::uuid[], $3::text[], $4::text[], $5::uuid[], $6::text[], $7::bool[], $8::text[], $9::bool[])
+                  AS t(id, status, message, dup, kind, in_scope, category, followup)
+             WHERE c.id = t.id",
         )
-        .bind(of)
-        .bind(at)
-        .bind(ACTOR)
-        .bind(format!(
-            "Laporan serupa dari pelapor yang sama diterima melalui kanal {} dan digabungkan.",
-            case.channel
-        ))
+        .bind(now)
+        .bind(&ids)
+        .bind(&statuses)
+        .bind(&messages)
+        .bind(&duplicates)
+        .bind(&kinds)
+        .bind(&in_scope)
+        .bind(&categories)
+        .bind(&followup)
         .execute(&mut *tx)
         .await?;
+
+        let entries: Vec<Entry<'_>> = written
+            .iter()
+            .flat_map(|(_, w)| w.entries.iter().cloned())
+            .collect();
+        store::log_many(tx, &entries).await?;
+        // The deadlines of the cases decided here (a linked earlier case keeps its clock).
+        deadlines::refresh_many(tx, &ids, &self.ctx.reference, &self.ctx.policy, now).await?;
+        Ok(())
     }
-    Ok(())
 }

@@ -1,16 +1,20 @@
-//! The consumer loop every service uses. For each delivery:
+//! The consumer loop every service uses. Each channel takes the deliveries that are ready (up
+//! to `amqp.batch_max`; under light load that is one) and handles them as a batch:
 //!
-//! 1. read the `message_id` (a message without one is parked);
-//! 2. in one transaction: record the id in the inbox (already there → a redelivery: nothing to
-//!    do) and apply the handler's effect, including any outbox messages;
-//! 3. commit, then acknowledge. A crash between commit and ack redelivers the message, and the
-//!    inbox turns it into a no-op.
+//! 1. read each `message_id` (a message without one is parked);
+//! 2. in one transaction: record the ids in the inbox (those already there are redeliveries:
+//!    nothing to do) and apply the handler's effect for the rest, including their outbox
+//!    messages; a message the handler refuses is parked in the same transaction;
+//! 3. commit, then acknowledge the whole batch with one `ack multiple`. A crash between commit
+//!    and ack redelivers the messages, and the inbox turns them into no-ops.
 //!
-//! A handler says what a failure means. [`HandleError::Park`]: the message can never succeed
-//! (bad content, an impossible state); it is recorded with its reason in the parking lot and
-//! acknowledged, and the flow around it continues. [`HandleError::Retry`]: something transient
-//! (the database is down); the message is held and retried with backoff, never requeued in a
-//! tight loop. A retryable error that keeps coming back for the same message is parked after
+//! A handler says what a failure means. A per-message refusal, or [`HandleError::Park`]: the
+//! message can never succeed (bad content, an impossible state); it is recorded with its
+//! reason in the parking lot and acknowledged, and the flow around it continues.
+//! [`HandleError::Retry`]: something transient (the database is down). A batch that fails is
+//! rolled back and its messages are handled again one at a time, so one bad message cannot
+//! hold the others back; a single message is retried with backoff, never requeued in a tight
+//! loop. A retryable error that keeps coming back for the same message is parked after
 //! `MAX_ATTEMPTS`, unless it is a connectivity problem, which is retried for as long as it
 //! lasts. Deliveries that crash the process every time reach the queue's delivery limit and
 //! are dead-lettered by the broker instead.
@@ -22,11 +26,12 @@ use crate::ops::Readiness;
 use crate::privacy;
 use crate::telemetry;
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use sqlx::{PgConnection, PgPool};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,6 +51,9 @@ pub struct Incoming {
     pub redelivered: bool,
     pub headers: HashMap<String, String>,
     pub body: Vec<u8>,
+    /// This message's own span, a child of the trace it arrived with. Build what the message
+    /// causes inside it (`span.in_scope`), so that its outbox messages continue its trace.
+    pub span: tracing::Span,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,7 +78,8 @@ impl From<crate::messages::DecodeError> for HandleError {
     }
 }
 
-/// What a consumer does with one message, inside the transaction that records it.
+/// What a consumer does with one message, inside the transaction that records it. Run it
+/// with [`PerMessage`].
 pub trait Handler: Send + Sync + 'static {
     /// The inbox key: one per logical consumer, shared by its replicas.
     fn name(&self) -> &'static str;
@@ -82,7 +91,69 @@ pub trait Handler: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), HandleError>> + Send;
 }
 
-/// What happened to a delivery; returned so tests can drive the loop one message at a time.
+/// The result a [`BatchHandler`] gives for one message: applied, or the reason to park it.
+pub type Verdict = Result<(), String>;
+
+/// What a consumer does with a batch of messages, inside the one transaction that records
+/// them. Set-based: a fixed number of statements per batch, whatever its size.
+pub trait BatchHandler: Send + Sync + 'static {
+    /// The inbox key: one per logical consumer, shared by its replicas.
+    fn name(&self) -> &'static str;
+
+    /// Applies `msgs`, each new to this consumer and each once. Returns one verdict per
+    /// message, in order. A message refused with `Err(reason)` is parked, and must have had
+    /// nothing written for it. An error of the whole call rolls the batch back.
+    fn handle_batch(
+        &self,
+        tx: &mut PgConnection,
+        msgs: &[&Incoming],
+    ) -> impl Future<Output = Result<Vec<Verdict>, HandleError>> + Send;
+}
+
+/// Runs a per-message [`Handler`] as a [`BatchHandler`]: each message of a batch in its own
+/// savepoint, so that parking one undoes only its own writes.
+pub struct PerMessage<H>(pub H);
+
+impl<H: Handler> BatchHandler for PerMessage<H> {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+
+    async fn handle_batch(
+        &self,
+        tx: &mut PgConnection,
+        msgs: &[&Incoming],
+    ) -> Result<Vec<Verdict>, HandleError> {
+        if let [msg] = msgs {
+            // Alone in its transaction: a refusal rolls the transaction back.
+            self.0.handle(tx, msg).instrument(msg.span.clone()).await?;
+            return Ok(vec![Ok(())]);
+        }
+        let mut verdicts = Vec::with_capacity(msgs.len());
+        for msg in msgs {
+            let mut sp = sqlx::Connection::begin(&mut *tx).await?;
+            match self
+                .0
+                .handle(&mut sp, msg)
+                .instrument(msg.span.clone())
+                .await
+            {
+                Ok(()) => {
+                    sp.commit().await?;
+                    verdicts.push(Ok(()));
+                }
+                Err(HandleError::Park(reason)) => {
+                    sp.rollback().await?;
+                    verdicts.push(Err(reason));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(verdicts)
+    }
+}
+
+/// What happened to a delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Applied,
@@ -93,7 +164,7 @@ pub enum Outcome {
     Abandoned,
 }
 
-fn incoming(d: &Delivery, queue: &str) -> Result<Incoming, String> {
+fn incoming(d: &Delivery, queue: &str, consumer: &'static str) -> Result<Incoming, String> {
     #[derive(serde::Deserialize)]
     struct Id {
         message_id: Option<Uuid>,
@@ -114,6 +185,19 @@ fn incoming(d: &Delivery, queue: &str) -> Result<Incoming, String> {
             "message has no valid message_id (a UUID) in its body".to_owned()
         }
     })?;
+    let span = tracing::info_span!(
+        "process",
+        otel.name = format!("process {queue}"),
+        otel.kind = "consumer",
+        messaging.system = "rabbitmq",
+        messaging.operation.type = "process",
+        messaging.destination.name = %d.exchange,
+        messaging.rabbitmq.destination.routing_key = %d.routing_key,
+        messaging.consumer.group.name = consumer,
+        messaging.message.id = %message_id,
+        outcome = tracing::field::Empty,
+    );
+    telemetry::extract_into(&span, &headers);
     Ok(Incoming {
         message_id,
         queue: queue.to_owned(),
@@ -122,23 +206,84 @@ fn incoming(d: &Delivery, queue: &str) -> Result<Incoming, String> {
         redelivered: d.redelivered,
         headers,
         body: d.data.clone(),
+        span,
     })
 }
 
-async fn attempt<H: Handler>(
+fn parked_record(msg: &Incoming, reason: String) -> parked::Parked {
+    parked::Parked {
+        queue: msg.queue.clone(),
+        exchange: msg.exchange.clone(),
+        routing_key: msg.routing_key.clone(),
+        message_id: Some(msg.message_id.to_string()),
+        reason,
+        headers: msg.headers.clone(),
+        payload: msg.body.clone(),
+    }
+}
+
+fn parked_metric(id: i64, p: &parked::Parked) {
+    tracing::warn!(parked_id = id, queue = %p.queue, reason = %p.reason, "message parked");
+    metrics::counter!("lapor_messages_parked_total", "queue" => p.queue.clone()).increment(1);
+}
+
+/// One transaction for the batch: inbox, handler, parking of what the handler refused.
+async fn attempt<H: BatchHandler>(
     handler: &H,
     pool: &PgPool,
-    msg: &Incoming,
-) -> Result<Outcome, HandleError> {
+    msgs: &[&Incoming],
+) -> Result<Vec<Outcome>, HandleError> {
     let mut tx = pool.begin().await?;
-    if !inbox::claim(&mut tx, handler.name(), msg.message_id).await? {
-        tx.commit().await?;
-        return Ok(Outcome::Duplicate);
+    let ids: Vec<Uuid> = msgs.iter().map(|m| m.message_id).collect();
+    let fresh = inbox::claim_many(&mut tx, handler.name(), &ids).await?;
+    let mut seen = HashSet::new();
+    let todo: Vec<&Incoming> = msgs
+        .iter()
+        .copied()
+        .filter(|m| fresh.contains(&m.message_id) && seen.insert(m.message_id))
+        .collect();
+    let verdicts = if todo.is_empty() {
+        Vec::new()
+    } else {
+        handler.handle_batch(&mut tx, &todo).await?
+    };
+    if verdicts.len() != todo.len() {
+        return Err(HandleError::Retry(anyhow::anyhow!(
+            "consumer {} gave {} verdicts for {} messages",
+            handler.name(),
+            verdicts.len(),
+            todo.len()
+        )));
     }
-    handler.handle(&mut tx, msg).await?;
+    let mut refused = Vec::new();
+    let mut verdict_of: HashMap<Uuid, Verdict> = HashMap::with_capacity(todo.len());
+    for (m, v) in todo.iter().zip(verdicts) {
+        if let Err(reason) = &v {
+            refused.push((m.message_id, parked_record(m, reason.clone())));
+        }
+        verdict_of.insert(m.message_id, v);
+    }
+    let mut parked_ids = Vec::new();
+    if !refused.is_empty() {
+        let ids: Vec<Uuid> = refused.iter().map(|(id, _)| *id).collect();
+        inbox::release(&mut tx, handler.name(), &ids).await?;
+        for (_, p) in &refused {
+            parked_ids.push((parked::park(&mut tx, p).await?, p));
+        }
+    }
     tx.commit().await?;
     crate::fault::point("after_commit");
-    Ok(Outcome::Applied)
+    for (id, p) in parked_ids {
+        parked_metric(id, p);
+    }
+    Ok(msgs
+        .iter()
+        .map(|m| match verdict_of.remove(&m.message_id) {
+            Some(Ok(())) => Outcome::Applied,
+            Some(Err(reason)) => Outcome::Parked(reason),
+            None => Outcome::Duplicate,
+        })
+        .collect())
 }
 
 fn retry_backoff() -> impl Iterator<Item = Duration> {
@@ -162,9 +307,7 @@ async fn park_retrying(pool: &PgPool, p: &parked::Parked, shutdown: &Cancellatio
         .await;
         match result {
             Ok(id) => {
-                tracing::warn!(parked_id = id, queue = %p.queue, reason = %p.reason, "message parked");
-                metrics::counter!("lapor_messages_parked_total", "queue" => p.queue.clone())
-                    .increment(1);
+                parked_metric(id, p);
                 return true;
             }
             Err(e) => {
@@ -178,80 +321,9 @@ async fn park_retrying(pool: &PgPool, p: &parked::Parked, shutdown: &Cancellatio
     }
 }
 
-/// Processes one delivery to its end (applied, duplicate, parked) unless shutdown interrupts a
-/// retry. Acknowledges in every case but the last.
-pub async fn process<H: Handler>(
-    handler: &H,
-    pool: &PgPool,
-    queue: &str,
-    delivery: Delivery,
-    shutdown: &CancellationToken,
-) -> Outcome {
-    let outcome = match incoming(&delivery, queue) {
-        Err(reason) => {
-            let p = parked::Parked {
-                queue: queue.to_owned(),
-                exchange: delivery.exchange.as_str().to_owned(),
-                routing_key: delivery.routing_key.as_str().to_owned(),
-                message_id: delivery
-                    .properties
-                    .message_id()
-                    .as_ref()
-                    .map(|m| m.as_str().to_owned()),
-                reason,
-                headers: headers::from_table(delivery.properties.headers().as_ref()),
-                payload: delivery.data.clone(),
-            };
-            if park_retrying(pool, &p, shutdown).await {
-                Outcome::Parked(p.reason)
-            } else {
-                Outcome::Abandoned
-            }
-        }
-        Ok(msg) => {
-            let span = tracing::info_span!(
-                "process",
-                otel.name = format!("process {queue}"),
-                otel.kind = "consumer",
-                messaging.system = "rabbitmq",
-                messaging.operation.type = "process",
-                messaging.destination.name = %msg.exchange,
-                messaging.rabbitmq.destination.routing_key = %msg.routing_key,
-                messaging.consumer.group.name = handler.name(),
-                messaging.message.id = %msg.message_id,
-                outcome = tracing::field::Empty,
-            );
-            telemetry::extract_into(&span, &msg.headers);
-            let outcome = process_decoded(handler, pool, &msg, shutdown)
-                .instrument(span.clone())
-                .await;
-            span.record("outcome", format!("{outcome:?}").as_str());
-            outcome
-        }
-    };
-    if outcome != Outcome::Abandoned {
-        match delivery.acker.ack(BasicAckOptions::default()).await {
-            Ok(true) => {}
-            // A stale acker (the channel was lost after the commit): the broker will deliver the
-            // message again and the inbox will recognise it.
-            Ok(false) => {
-                tracing::debug!("ack skipped: channel was closed; the message will be redelivered")
-            }
-            Err(e) => tracing::warn!(error = %e, "ack failed; the message will be redelivered"),
-        }
-    }
-    let label = match &outcome {
-        Outcome::Applied => "applied",
-        Outcome::Duplicate => "duplicate",
-        Outcome::Parked(_) => "parked",
-        Outcome::Abandoned => "abandoned",
-    };
-    metrics::counter!("lapor_messages_total", "consumer" => handler.name(), "outcome" => label)
-        .increment(1);
-    outcome
-}
-
-async fn process_decoded<H: Handler>(
+/// Handles one message to its end (applied, duplicate, parked) unless shutdown interrupts a
+/// retry.
+async fn process_one<H: BatchHandler>(
     handler: &H,
     pool: &PgPool,
     msg: &Incoming,
@@ -261,8 +333,11 @@ async fn process_decoded<H: Handler>(
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let reason = match attempt(handler, pool, msg).await {
-            Ok(outcome) => return outcome,
+        let reason = match attempt(handler, pool, &[msg])
+            .instrument(msg.span.clone())
+            .await
+        {
+            Ok(mut outcomes) => return outcomes.pop().unwrap_or(Outcome::Duplicate),
             Err(HandleError::Park(reason)) => reason,
             Err(HandleError::Retry(e)) => {
                 let transient = e.downcast_ref::<sqlx::Error>().is_none_or(db::is_transient);
@@ -270,7 +345,7 @@ async fn process_decoded<H: Handler>(
                 if !transient && attempts >= MAX_ATTEMPTS {
                     format!("failed {attempts} times: {why}")
                 } else {
-                    tracing::warn!(attempt = attempts, error = %why, "handling failed; will retry");
+                    tracing::warn!(parent: &msg.span, attempt = attempts, error = %why, "handling failed; will retry");
                     tokio::select! {
                         _ = tokio::time::sleep(backoff.next().unwrap_or(Duration::from_secs(10))) => continue,
                         _ = shutdown.cancelled() => return Outcome::Abandoned,
@@ -278,16 +353,7 @@ async fn process_decoded<H: Handler>(
                 }
             }
         };
-        let p = parked::Parked {
-            queue: msg.queue.clone(),
-            exchange: msg.exchange.clone(),
-            routing_key: msg.routing_key.clone(),
-            message_id: Some(msg.message_id.to_string()),
-            reason: reason.clone(),
-            headers: msg.headers.clone(),
-            payload: msg.body.clone(),
-        };
-        return if park_retrying(pool, &p, shutdown).await {
+        return if park_retrying(pool, &parked_record(msg, reason.clone()), shutdown).await {
             Outcome::Parked(reason)
         } else {
             Outcome::Abandoned
@@ -295,19 +361,172 @@ async fn process_decoded<H: Handler>(
     }
 }
 
+/// Handles decoded messages: all in one transaction, or, if that fails, one at a time.
+async fn process_decoded<H: BatchHandler>(
+    handler: &H,
+    pool: &PgPool,
+    queue: &str,
+    msgs: &[&Incoming],
+    shutdown: &CancellationToken,
+) -> Vec<Outcome> {
+    match msgs {
+        [] => return Vec::new(),
+        [msg] => return vec![process_one(handler, pool, msg, shutdown).await],
+        _ => {}
+    }
+    let batch = tracing::info_span!(
+        "process batch",
+        otel.name = format!("process {queue}"),
+        otel.kind = "consumer",
+        messaging.system = "rabbitmq",
+        messaging.operation.type = "process",
+        messaging.consumer.group.name = handler.name(),
+        messaging.batch.message_count = msgs.len(),
+    );
+    {
+        use opentelemetry::trace::TraceContextExt;
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        for m in msgs {
+            batch.add_link(m.span.context().span().span_context().clone());
+        }
+    }
+    match attempt(handler, pool, msgs).instrument(batch.clone()).await {
+        Ok(outcomes) => return outcomes,
+        Err(e) => {
+            let why = match &e {
+                HandleError::Park(reason) => reason.clone(),
+                HandleError::Retry(e) => privacy::scrub(&format!("{e:#}")),
+            };
+            tracing::warn!(parent: &batch, messages = msgs.len(), error = %why, "batch failed; handling its messages one at a time");
+        }
+    }
+    let mut outcomes = Vec::with_capacity(msgs.len());
+    for msg in msgs {
+        if outcomes.last() == Some(&Outcome::Abandoned) {
+            outcomes.push(Outcome::Abandoned);
+            continue;
+        }
+        outcomes.push(process_one(handler, pool, msg, shutdown).await);
+    }
+    outcomes
+}
+
+/// Handles a batch of deliveries from one channel and acknowledges them: one `ack multiple`
+/// when all are done, or each done one alone when shutdown abandoned some. Returns whether
+/// the channel may go on.
+async fn process_batch<H: BatchHandler>(
+    handler: &H,
+    pool: &PgPool,
+    queue: &str,
+    deliveries: Vec<Delivery>,
+    shutdown: &CancellationToken,
+) -> bool {
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; deliveries.len()];
+    let mut decoded = Vec::with_capacity(deliveries.len());
+    for (i, d) in deliveries.iter().enumerate() {
+        match incoming(d, queue, handler.name()) {
+            Ok(m) => decoded.push((i, m)),
+            Err(reason) => {
+                let p = parked::Parked {
+                    queue: queue.to_owned(),
+                    exchange: d.exchange.as_str().to_owned(),
+                    routing_key: d.routing_key.as_str().to_owned(),
+                    message_id: d
+                        .properties
+                        .message_id()
+                        .as_ref()
+                        .map(|m| m.as_str().to_owned()),
+                    reason,
+                    headers: headers::from_table(d.properties.headers().as_ref()),
+                    payload: d.data.clone(),
+                };
+                outcomes[i] = Some(if park_retrying(pool, &p, shutdown).await {
+                    Outcome::Parked(p.reason)
+                } else {
+                    Outcome::Abandoned
+                });
+            }
+        }
+    }
+    let msgs: Vec<&Incoming> = decoded.iter().map(|(_, m)| m).collect();
+    let results = process_decoded(handler, pool, queue, &msgs, shutdown).await;
+    for ((i, m), o) in decoded.iter().zip(results) {
+        m.span.record("outcome", format!("{o:?}").as_str());
+        outcomes[*i] = Some(o);
+    }
+    let outcomes: Vec<Outcome> = outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or(Outcome::Abandoned))
+        .collect();
+
+    let complete = !outcomes.contains(&Outcome::Abandoned);
+    let acks: Vec<(&Delivery, BasicAckOptions)> = if complete {
+        // Everything up to the last delivery tag of the batch, in one frame: the channel
+        // handles one batch at a time, so nothing before it is still in progress.
+        deliveries
+            .last()
+            .map(|d| (d, BasicAckOptions { multiple: true }))
+            .into_iter()
+            .collect()
+    } else {
+        deliveries
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, o)| **o != Outcome::Abandoned)
+            .map(|(d, _)| (d, BasicAckOptions::default()))
+            .collect()
+    };
+    for (d, options) in acks {
+        match d.acker.ack(options).await {
+            Ok(true) => {}
+            // A stale acker (the channel was lost after the commit): the broker will deliver
+            // the messages again and the inbox will recognise them.
+            Ok(false) => {
+                tracing::debug!("ack skipped: channel was closed; the messages will be redelivered")
+            }
+            Err(e) => tracing::warn!(error = %e, "ack failed; the messages will be redelivered"),
+        }
+    }
+    let mut counts: HashMap<&'static str, u64> = HashMap::new();
+    for o in &outcomes {
+        let label = match o {
+            Outcome::Applied => "applied",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Parked(_) => "parked",
+            Outcome::Abandoned => "abandoned",
+        };
+        *counts.entry(label).or_default() += 1;
+    }
+    for (label, n) in counts {
+        metrics::counter!("lapor_messages_total", "consumer" => handler.name(), "outcome" => label)
+            .increment(n);
+    }
+    complete
+}
+
 /// How a consumer declares the topology before it reads (see [`super::topology::Topology`]).
-pub type Declare = Arc<
-    dyn Fn(lapin::Channel) -> futures::future::BoxFuture<'static, anyhow::Result<()>> + Send + Sync,
->;
+pub type Declare =
+    Arc<dyn Fn(lapin::Channel) -> BoxFuture<'static, anyhow::Result<()>> + Send + Sync>;
 
 /// What a raw consumer does with each delivery (it must acknowledge it itself).
-pub type OnDelivery =
-    Arc<dyn Fn(Delivery) -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
+pub type OnDelivery = Arc<dyn Fn(Delivery) -> BoxFuture<'static, ()> + Send + Sync>;
 
-/// Consumes `queue` with a [`Handler`] until `shutdown`, reconnecting after any loss.
-/// In-flight messages finish (and are acknowledged) before it returns; prefetched ones go back
-/// to the queue.
-pub async fn run<H: Handler>(
+/// How one channel's deliveries are consumed until shutdown; `Err` when the stream fails or
+/// the broker cancels the consumer.
+type Drive = Arc<dyn Fn(lapin::Consumer) -> BoxFuture<'static, anyhow::Result<()>> + Send + Sync>;
+
+fn stream_ended(shutdown: &CancellationToken, lost: Option<lapin::Error>) -> anyhow::Result<()> {
+    match lost {
+        Some(e) => anyhow::bail!("delivery stream failed: {e}"),
+        None if !shutdown.is_cancelled() => anyhow::bail!("consumer cancelled by the broker"),
+        None => Ok(()),
+    }
+}
+
+/// Consumes `queue` with a [`BatchHandler`] until `shutdown`, reconnecting after any loss.
+/// The batch in progress on each channel finishes (and is acknowledged) before it returns;
+/// prefetched deliveries go back to the queue.
+pub async fn run<H: BatchHandler>(
     settings: Settings,
     pool: PgPool,
     queue: String,
@@ -318,31 +537,94 @@ pub async fn run<H: Handler>(
 ) -> anyhow::Result<()> {
     let (q, stop) = (queue.clone(), shutdown.clone());
     let name = handler.name();
-    let on_delivery: OnDelivery = Arc::new(move |delivery| {
+    let batch_max = usize::from(settings.amqp.batch_max).max(1);
+    let drive: Drive = Arc::new(move |consumer| {
         let (handler, pool, q, stop) = (handler.clone(), pool.clone(), q.clone(), stop.clone());
         Box::pin(async move {
-            process(handler.as_ref(), &pool, &q, delivery, &stop).await;
+            let mut batches = std::pin::pin!(
+                consumer
+                    .take_until(stop.clone().cancelled_owned())
+                    .ready_chunks(batch_max)
+            );
+            while let Some(chunk) = batches.next().await {
+                let mut deliveries = Vec::with_capacity(chunk.len());
+                let mut lost = None;
+                for d in chunk {
+                    match d {
+                        Ok(d) => deliveries.push(d),
+                        Err(e) => {
+                            lost = Some(e);
+                            break;
+                        }
+                    }
+                }
+                if !deliveries.is_empty()
+                    && !process_batch(handler.as_ref(), &pool, &q, deliveries, &stop).await
+                {
+                    // Shutdown interrupted a retry; the rest goes back to the queue.
+                    return Ok(());
+                }
+                if lost.is_some() {
+                    return stream_ended(&stop, lost);
+                }
+            }
+            stream_ended(&stop, None)
         })
     });
-    run_raw(
-        settings,
-        queue,
-        declare,
-        name,
-        on_delivery,
-        readiness,
-        shutdown,
+    let channels = settings.amqp.consumer_channels.max(1);
+    supervise(
+        settings, queue, declare, name, drive, channels, readiness, shutdown,
     )
     .await
 }
 
-/// The connection supervisor under [`run`], for consumers that do their own acknowledging.
+/// Consumes `queue` on one channel until `shutdown`, for consumers that do their own
+/// acknowledging: up to `amqp.prefetch` deliveries are handled at once.
 pub async fn run_raw(
     settings: Settings,
     queue: String,
     declare: Declare,
     name: &'static str,
     on_delivery: OnDelivery,
+    readiness: Readiness,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let stop = shutdown.clone();
+    let concurrency = usize::from(settings.amqp.prefetch).max(1);
+    let drive: Drive = Arc::new(move |consumer| {
+        let (on_delivery, stop) = (on_delivery.clone(), stop.clone());
+        Box::pin(async move {
+            let lost = std::sync::Mutex::new(None::<lapin::Error>);
+            consumer
+                .take_until(stop.cancelled())
+                .take_while(|d| {
+                    if let Err(e) = d {
+                        *lost.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
+                    }
+                    futures::future::ready(d.is_ok())
+                })
+                .filter_map(|d| futures::future::ready(d.ok()))
+                .for_each_concurrent(concurrency, |delivery| on_delivery(delivery))
+                .await;
+            let lost = lost.lock().unwrap_or_else(|p| p.into_inner()).take();
+            stream_ended(&stop, lost)
+        })
+    });
+    supervise(
+        settings, queue, declare, name, drive, 1, readiness, shutdown,
+    )
+    .await
+}
+
+/// The connection supervisor: a session at a time, reconnecting with backoff after any loss.
+#[allow(clippy::too_many_arguments)]
+async fn supervise(
+    settings: Settings,
+    queue: String,
+    declare: Declare,
+    name: &'static str,
+    drive: Drive,
+    channels: u16,
     readiness: Readiness,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -354,22 +636,13 @@ pub async fn run_raw(
         if shutdown.is_cancelled() {
             return Ok(());
         }
-        match session(
-            &settings,
-            &queue,
-            &declare,
-            name,
-            &on_delivery,
-            &readiness,
-            &part,
-            &shutdown,
+        let result = session(
+            &settings, &queue, &declare, name, &drive, channels, &readiness, &part,
         )
-        .await
-        {
+        .await;
+        match result {
             Ok(()) if shutdown.is_cancelled() => return Ok(()),
-            Ok(()) => {
-                tracing::warn!(queue = %queue, "consumer cancelled by the broker; reconnecting")
-            }
+            Ok(()) => tracing::warn!(queue = %queue, "consumer stopped; reconnecting"),
             Err(e) => {
                 tracing::warn!(queue = %queue, error = %privacy::scrub(&format!("{e:#}")), "consumer lost its connection; reconnecting")
             }
@@ -388,44 +661,41 @@ async fn session(
     queue: &str,
     declare: &Declare,
     name: &str,
-    on_delivery: &OnDelivery,
+    drive: &Drive,
+    channels: u16,
     readiness: &Readiness,
     part: &str,
-    shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let conn = super::connect(&settings.amqp, &format!("{name} consumer {queue}")).await?;
-    let ch = conn.create_channel().await?;
-    declare(ch.clone()).await?;
-    ch.basic_qos(settings.amqp.prefetch, BasicQosOptions::default())
-        .await?;
-    let consumer = ch
-        .basic_consume(
-            super::short(queue)?,
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    readiness.set(part, true);
-    tracing::info!(queue = %queue, "consuming");
-    let lost = std::sync::Mutex::new(None::<String>);
-    let concurrency = usize::from(settings.amqp.prefetch).max(1);
-    consumer
-        .take_until(shutdown.cancelled())
-        .take_while(|d| {
-            if let Err(e) = d {
-                *lost.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
-            }
-            futures::future::ready(d.is_ok())
-        })
-        .filter_map(|d| futures::future::ready(d.ok()))
-        .for_each_concurrent(concurrency, |delivery| on_delivery(delivery))
-        .await;
-    if let Some(e) = lost.lock().unwrap_or_else(|p| p.into_inner()).take() {
-        anyhow::bail!("delivery stream failed: {e}");
+    let mut open = Vec::with_capacity(usize::from(channels));
+    let mut consumers = Vec::with_capacity(usize::from(channels));
+    for n in 0..channels {
+        let ch = conn.create_channel().await?;
+        if n == 0 {
+            declare(ch.clone()).await?;
+        }
+        ch.basic_qos(settings.amqp.prefetch, BasicQosOptions::default())
+            .await?;
+        consumers.push(
+            ch.basic_consume(
+                super::short(queue)?,
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?,
+        );
+        open.push(ch);
     }
-    // Closing the channel returns prefetched, unstarted deliveries to the queue.
-    ch.close(200, "shutting down".into()).await.ok();
+    readiness.set(part, true);
+    tracing::info!(queue = %queue, channels, "consuming");
+    // The first channel to fail ends the session; the connection is then closed, and what
+    // the others had in progress and not acknowledged goes back to the queue.
+    let result = futures::future::try_join_all(consumers.into_iter().map(|c| drive(c))).await;
+    // Closing the channels returns prefetched, unstarted deliveries to the queue.
+    for ch in open {
+        ch.close(200, "shutting down".into()).await.ok();
+    }
     conn.close(200, "shutting down".into()).await.ok();
-    Ok(())
+    result.map(|_| ())
 }

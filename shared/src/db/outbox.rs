@@ -6,6 +6,7 @@
 use crate::telemetry;
 use serde::Serialize;
 use sqlx::PgConnection;
+use std::collections::HashMap;
 use uuid::Uuid;
 
 /// A message waiting to be published.
@@ -15,6 +16,10 @@ pub struct Outgoing {
     pub exchange: &'static str,
     pub routing_key: String,
     pub payload: Vec<u8>,
+    /// The trace context the publish continues: the span current when the message was built.
+    /// In a batch, that is the span of the delivery that caused it, so each complaint keeps
+    /// one trace however its messages were grouped.
+    pub trace: HashMap<String, String>,
 }
 
 impl Outgoing {
@@ -30,6 +35,7 @@ impl Outgoing {
             routing_key,
             // Serialising our own message types cannot fail (no maps with non-string keys).
             payload: serde_json::to_vec(body).unwrap_or_default(),
+            trace: telemetry::inject_current(),
         }
     }
 }
@@ -45,25 +51,31 @@ pub struct OutboxRow {
     pub payload: Vec<u8>,
 }
 
-/// Adds messages to the outbox inside the caller's transaction. The current span's trace
-/// context is stored with them so the publish continues the same trace.
+/// Adds messages to the outbox inside the caller's transaction, in one statement; each keeps
+/// the trace context it was built in.
 pub async fn enqueue(conn: &mut PgConnection, messages: &[Outgoing]) -> sqlx::Result<()> {
     if messages.is_empty() {
         return Ok(());
     }
-    let headers = serde_json::to_value(telemetry::inject_current()).unwrap_or_default();
     let ids: Vec<Uuid> = messages.iter().map(|m| m.message_id).collect();
     let exchanges: Vec<&str> = messages.iter().map(|m| m.exchange).collect();
     let keys: Vec<&str> = messages.iter().map(|m| m.routing_key.as_str()).collect();
+    let headers: Vec<serde_json::Value> = messages
+        .iter()
+        .map(|m| serde_json::to_value(&m.trace).unwrap_or_default())
+        .collect();
     let payloads: Vec<&[u8]> = messages.iter().map(|m| m.payload.as_slice()).collect();
     sqlx::query(
         "INSERT INTO outbox (message_id, exchange, routing_key, headers, payload)
-         SELECT m, e, k, $4, p FROM UNNEST($1::uuid[], $2::text[], $3::text[], $5::bytea[]) AS t(m, e, k, p)",
+         SELECT m, e, k, h, p
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::bytea[])
+              WITH ORDINALITY AS t(m, e, k, h, p, ord)
+         ORDER BY ord",
     )
     .bind(&ids)
     .bind(&exchanges)
     .bind(&keys)
-    .bind(headers)
+    .bind(&headers)
     .bind(&payloads)
     .execute(conn)
     .await?;

@@ -108,6 +108,7 @@ pub async fn redrive(pool: &PgPool, id: i64) -> Result<Uuid, RedriveError> {
             exchange,
             routing_key,
             payload,
+            trace: crate::telemetry::inject_current(),
         }],
     )
     .await?;
