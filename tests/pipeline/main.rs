@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod batches;
 mod contracts;
 mod intake_api;
 mod outcomes;

@@ -133,6 +133,106 @@ async fn with_vhost_lock<T>(pool: &PgPool, f: impl std::future::Future<Output = 
     out
 }
 
+/// A fresh vhost (the pipeline's permissions for `guest`) and the settings that point at it
+/// and at a fresh database, for tests that drive parts of the pipeline themselves. Removed by
+/// [`Scratch::remove`] or, if the test panicked, on drop.
+pub struct Scratch {
+    pub settings: Settings,
+    pub admin: BrokerAdmin,
+    pub vhost: String,
+    pub db_name: String,
+    id: String,
+    armed: bool,
+}
+
+impl Scratch {
+    pub async fn create() -> Self {
+        telemetry();
+        let id = unique();
+        let mut settings = Settings::defaults();
+        let admin = BrokerAdmin::detect(&settings.amqp)
+            .await
+            .expect("RabbitMQ administration (management API or rabbitmqctl)");
+        let vhost = format!("lapor-test-{id}");
+        let admin_pool = PgPool::connect("postgres://postgres@127.0.0.1:5432/postgres")
+            .await
+            .unwrap();
+        with_vhost_lock(&admin_pool, async {
+            admin.create_vhost(&vhost).await.unwrap();
+            admin
+                .set_permissions(&vhost, "guest", ".*", ".*", ".*")
+                .await
+                .unwrap();
+        })
+        .await;
+        admin_pool.close().await;
+        let db_name = format!("lapor_test_{id}");
+        settings.amqp.url =
+            broker_admin::amqp_url(&admin.amqp_host, admin.amqp_port, "guest", "guest", &vhost);
+        settings.database.url = format!("postgres://postgres@127.0.0.1:5432/{db_name}");
+        settings.database.max_connections = 5;
+        Self {
+            settings,
+            admin,
+            vhost,
+            db_name,
+            id,
+            armed: true,
+        }
+    }
+
+    fn leftovers(&self) -> Leftovers {
+        Leftovers {
+            admin: self.admin.clone(),
+            vhost: self.vhost.clone(),
+            db_name: self.db_name.clone(),
+        }
+    }
+
+    pub async fn remove(mut self) {
+        self.armed = false;
+        self.leftovers().remove().await;
+    }
+
+    /// Leaves the clean-up to the caller.
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let l = self.leftovers();
+        block_on_cleanup(async move { l.remove().await });
+    }
+}
+
+/// Runs clean-up from a destructor: on the multi-threaded runtime in place, otherwise on a
+/// thread of its own.
+fn block_on_cleanup(cleanup: impl std::future::Future<Output = ()> + Send + 'static) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(|| h.block_on(cleanup));
+        }
+        _ => {
+            let cleaner = std::thread::spawn(move || {
+                if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    rt.block_on(cleanup);
+                }
+            });
+            if cleaner.join().is_err() {
+                eprintln!("test clean-up panicked; `make clean-test` removes what is left");
+            }
+        }
+    }
+}
+
 pub struct TestApp {
     pub base: String,
     pub http: reqwest::Client,
@@ -168,24 +268,7 @@ impl Drop for TestApp {
             }
             l.remove().await;
         };
-        match tokio::runtime::Handle::try_current() {
-            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(|| h.block_on(cleanup));
-            }
-            _ => {
-                let cleaner = std::thread::spawn(move || {
-                    if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                    {
-                        rt.block_on(cleanup);
-                    }
-                });
-                if cleaner.join().is_err() {
-                    eprintln!("test clean-up panicked; `make clean-test` removes what is left");
-                }
-            }
-        }
+        block_on_cleanup(cleanup);
     }
 }
 
@@ -258,30 +341,16 @@ impl TestApp {
     }
 
     pub async fn spawn_with(options: Options) -> Self {
-        telemetry();
-        let u = unique();
-        let mut settings = Settings::defaults();
-        let admin = BrokerAdmin::detect(&settings.amqp)
-            .await
-            .expect("RabbitMQ administration (management API or rabbitmqctl)");
-        let vhost = format!("lapor-test-{u}");
-        let admin_pool = PgPool::connect("postgres://postgres@127.0.0.1:5432/postgres")
-            .await
-            .unwrap();
-        with_vhost_lock(&admin_pool, async {
-            admin.create_vhost(&vhost).await.unwrap();
-            admin
-                .set_permissions(&vhost, "guest", ".*", ".*", ".*")
-                .await
-                .unwrap();
-        })
-        .await;
-        admin_pool.close().await;
-        let db_name = format!("lapor_test_{u}");
-        settings.amqp.url =
-            broker_admin::amqp_url(&admin.amqp_host, admin.amqp_port, "guest", "guest", &vhost);
-        settings.database.url = format!("postgres://postgres@127.0.0.1:5432/{db_name}");
-        settings.database.max_connections = 5;
+        let scratch = Scratch::create().await;
+        let mut settings = scratch.settings.clone();
+        let (admin, vhost, db_name) = (
+            scratch.admin.clone(),
+            scratch.vhost.clone(),
+            scratch.db_name.clone(),
+        );
+        let u = scratch.id.clone();
+        // From here on, TestApp's own drop removes the vhost and database.
+        scratch.disarm();
         settings.http.bind = "127.0.0.1:0".into();
         settings.ops.verifier = "127.0.0.1:0".into();
         settings.ops.distributor = "127.0.0.1:0".into();
