@@ -164,6 +164,8 @@ pub struct OutboxSettings {
     pub batch: u32,
     pub relay_workers: u32,
     pub poll_interval_ms: u64,
+    /// Producers hand their committed rows straight to their relay (see `outbox::Handoff`).
+    pub handoff: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

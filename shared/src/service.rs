@@ -28,6 +28,8 @@ pub struct Context {
     pub reference: Arc<ReferenceData>,
     pub topology: Arc<topology::Topology>,
     pub policy: crate::sla::Policy,
+    /// Hands committed outbox rows to this service's relay (`outbox.handoff`).
+    pub handoff: Option<crate::db::outbox::Handoff>,
 }
 
 impl Context {
@@ -51,8 +53,15 @@ impl Context {
             &reference.units,
             settings.amqp.delivery_limit,
         ));
+        let handoff = settings.outbox.handoff.then(|| {
+            crate::db::outbox::Handoff::new(
+                settings.amqp.publish_timeout() + std::time::Duration::from_secs(1),
+                1024,
+            )
+        });
         Ok(Self {
             app_id,
+            handoff,
             settings,
             pool,
             readiness: Readiness::default(),
@@ -138,6 +147,7 @@ impl Context {
             queue.to_owned(),
             self.declare(),
             handler,
+            self.handoff.clone(),
             self.readiness.clone(),
             stop,
         ))
@@ -158,6 +168,7 @@ impl Context {
             self.pool.clone(),
             self.topology.clone(),
             self.app_id,
+            self.handoff.clone(),
             self.readiness.clone(),
             relay_stop.clone(),
         ));

@@ -160,6 +160,7 @@ async fn a_batch_commits_together_parks_what_it_refuses_and_falls_back_to_single
         Arc::new(Recorder {
             sizes: sizes.clone(),
         }),
+        None,
         Readiness::default(),
         shutdown.clone(),
     ));

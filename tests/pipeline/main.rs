@@ -5,6 +5,7 @@
 
 mod batches;
 mod contracts;
+mod handoff;
 mod intake_api;
 mod outcomes;
 mod parking;

@@ -21,7 +21,7 @@
 
 use super::headers;
 use crate::config::Settings;
-use crate::db::{self, inbox, parked};
+use crate::db::{self, inbox, outbox, parked};
 use crate::ops::Readiness;
 use crate::privacy;
 use crate::telemetry;
@@ -131,6 +131,7 @@ impl<H: Handler> BatchHandler for PerMessage<H> {
         }
         let mut verdicts = Vec::with_capacity(msgs.len());
         for msg in msgs {
+            let mark = outbox::collected();
             let mut sp = sqlx::Connection::begin(&mut *tx).await?;
             match self
                 .0
@@ -144,6 +145,8 @@ impl<H: Handler> BatchHandler for PerMessage<H> {
                 }
                 Err(HandleError::Park(reason)) => {
                     sp.rollback().await?;
+                    // What it wrote to the outbox is gone: it must not be handed over.
+                    outbox::forget_collected_after(mark);
                     verdicts.push(Err(reason));
                 }
                 Err(e) => return Err(e),
@@ -227,8 +230,33 @@ fn parked_metric(id: i64, p: &parked::Parked) {
     metrics::counter!("lapor_messages_parked_total", "queue" => p.queue.clone()).increment(1);
 }
 
-/// One transaction for the batch: inbox, handler, parking of what the handler refused.
+/// Where a consumer runs: its handler, the database, and the hand-off to its relay.
+struct Consumer<H> {
+    handler: Arc<H>,
+    pool: PgPool,
+    handoff: Option<outbox::Handoff>,
+}
+
+/// [`transact`], handing what it wrote to the outbox to the relay once it has committed.
 async fn attempt<H: BatchHandler>(
+    c: &Consumer<H>,
+    msgs: &[&Incoming],
+) -> Result<Vec<Outcome>, HandleError> {
+    let Some(handoff) = &c.handoff else {
+        return transact(c.handler.as_ref(), &c.pool, msgs).await;
+    };
+    let (result, rows) = handoff
+        .collecting(transact(c.handler.as_ref(), &c.pool, msgs))
+        .await;
+    if result.is_ok() {
+        handoff.send(rows);
+    }
+    result
+}
+
+/// One transaction for the batch: inbox, handler, parking of what the handler refused. `Ok`
+/// only once it has committed.
+async fn transact<H: BatchHandler>(
     handler: &H,
     pool: &PgPool,
     msgs: &[&Incoming],
@@ -324,8 +352,7 @@ async fn park_retrying(pool: &PgPool, p: &parked::Parked, shutdown: &Cancellatio
 /// Handles one message to its end (applied, duplicate, parked) unless shutdown interrupts a
 /// retry.
 async fn process_one<H: BatchHandler>(
-    handler: &H,
-    pool: &PgPool,
+    c: &Consumer<H>,
     msg: &Incoming,
     shutdown: &CancellationToken,
 ) -> Outcome {
@@ -333,10 +360,7 @@ async fn process_one<H: BatchHandler>(
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let reason = match attempt(handler, pool, &[msg])
-            .instrument(msg.span.clone())
-            .await
-        {
+        let reason = match attempt(c, &[msg]).instrument(msg.span.clone()).await {
             Ok(mut outcomes) => return outcomes.pop().unwrap_or(Outcome::Duplicate),
             Err(HandleError::Park(reason)) => reason,
             Err(HandleError::Retry(e)) => {
@@ -353,7 +377,7 @@ async fn process_one<H: BatchHandler>(
                 }
             }
         };
-        return if park_retrying(pool, &parked_record(msg, reason.clone()), shutdown).await {
+        return if park_retrying(&c.pool, &parked_record(msg, reason.clone()), shutdown).await {
             Outcome::Parked(reason)
         } else {
             Outcome::Abandoned
@@ -363,15 +387,14 @@ async fn process_one<H: BatchHandler>(
 
 /// Handles decoded messages: all in one transaction, or, if that fails, one at a time.
 async fn process_decoded<H: BatchHandler>(
-    handler: &H,
-    pool: &PgPool,
+    c: &Consumer<H>,
     queue: &str,
     msgs: &[&Incoming],
     shutdown: &CancellationToken,
 ) -> Vec<Outcome> {
     match msgs {
         [] => return Vec::new(),
-        [msg] => return vec![process_one(handler, pool, msg, shutdown).await],
+        [msg] => return vec![process_one(c, msg, shutdown).await],
         _ => {}
     }
     let batch = tracing::info_span!(
@@ -380,7 +403,7 @@ async fn process_decoded<H: BatchHandler>(
         otel.kind = "consumer",
         messaging.system = "rabbitmq",
         messaging.operation.type = "process",
-        messaging.consumer.group.name = handler.name(),
+        messaging.consumer.group.name = c.handler.name(),
         messaging.batch.message_count = msgs.len(),
     );
     {
@@ -390,7 +413,7 @@ async fn process_decoded<H: BatchHandler>(
             batch.add_link(m.span.context().span().span_context().clone());
         }
     }
-    match attempt(handler, pool, msgs).instrument(batch.clone()).await {
+    match attempt(c, msgs).instrument(batch.clone()).await {
         Ok(outcomes) => return outcomes,
         Err(e) => {
             let why = match &e {
@@ -406,7 +429,7 @@ async fn process_decoded<H: BatchHandler>(
             outcomes.push(Outcome::Abandoned);
             continue;
         }
-        outcomes.push(process_one(handler, pool, msg, shutdown).await);
+        outcomes.push(process_one(c, msg, shutdown).await);
     }
     outcomes
 }
@@ -415,8 +438,7 @@ async fn process_decoded<H: BatchHandler>(
 /// when all are done, or each done one alone when shutdown abandoned some. Returns whether
 /// the channel may go on.
 async fn process_batch<H: BatchHandler>(
-    handler: &H,
-    pool: &PgPool,
+    c: &Consumer<H>,
     queue: &str,
     deliveries: Vec<Delivery>,
     shutdown: &CancellationToken,
@@ -424,7 +446,7 @@ async fn process_batch<H: BatchHandler>(
     let mut outcomes: Vec<Option<Outcome>> = vec![None; deliveries.len()];
     let mut decoded = Vec::with_capacity(deliveries.len());
     for (i, d) in deliveries.iter().enumerate() {
-        match incoming(d, queue, handler.name()) {
+        match incoming(d, queue, c.handler.name()) {
             Ok(m) => decoded.push((i, m)),
             Err(reason) => {
                 let p = parked::Parked {
@@ -440,7 +462,7 @@ async fn process_batch<H: BatchHandler>(
                     headers: headers::from_table(d.properties.headers().as_ref()),
                     payload: d.data.clone(),
                 };
-                outcomes[i] = Some(if park_retrying(pool, &p, shutdown).await {
+                outcomes[i] = Some(if park_retrying(&c.pool, &p, shutdown).await {
                     Outcome::Parked(p.reason)
                 } else {
                     Outcome::Abandoned
@@ -449,7 +471,7 @@ async fn process_batch<H: BatchHandler>(
         }
     }
     let msgs: Vec<&Incoming> = decoded.iter().map(|(_, m)| m).collect();
-    let results = process_decoded(handler, pool, queue, &msgs, shutdown).await;
+    let results = process_decoded(c, queue, &msgs, shutdown).await;
     for ((i, m), o) in decoded.iter().zip(results) {
         m.span.record("outcome", format!("{o:?}").as_str());
         outcomes[*i] = Some(o);
@@ -498,7 +520,7 @@ async fn process_batch<H: BatchHandler>(
         *counts.entry(label).or_default() += 1;
     }
     for (label, n) in counts {
-        metrics::counter!("lapor_messages_total", "consumer" => handler.name(), "outcome" => label)
+        metrics::counter!("lapor_messages_total", "consumer" => c.handler.name(), "outcome" => label)
             .increment(n);
     }
     complete
@@ -525,24 +547,32 @@ fn stream_ended(shutdown: &CancellationToken, lost: Option<lapin::Error>) -> any
 
 /// Consumes `queue` with a [`BatchHandler`] until `shutdown`, reconnecting after any loss.
 /// The batch in progress on each channel finishes (and is acknowledged) before it returns;
-/// prefetched deliveries go back to the queue.
+/// prefetched deliveries go back to the queue. With a `handoff`, what a batch writes to the
+/// outbox is handed to the service's relay after the commit.
+#[allow(clippy::too_many_arguments)]
 pub async fn run<H: BatchHandler>(
     settings: Settings,
     pool: PgPool,
     queue: String,
     declare: Declare,
     handler: Arc<H>,
+    handoff: Option<outbox::Handoff>,
     readiness: Readiness,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let (q, stop) = (queue.clone(), shutdown.clone());
     let name = handler.name();
     let batch_max = usize::from(settings.amqp.batch_max).max(1);
-    let drive: Drive = Arc::new(move |consumer| {
-        let (handler, pool, q, stop) = (handler.clone(), pool.clone(), q.clone(), stop.clone());
+    let consumer = Arc::new(Consumer {
+        handler,
+        pool,
+        handoff,
+    });
+    let drive: Drive = Arc::new(move |deliveries| {
+        let (c, q, stop) = (consumer.clone(), q.clone(), stop.clone());
         Box::pin(async move {
             let mut batches = std::pin::pin!(
-                consumer
+                deliveries
                     .take_until(stop.clone().cancelled_owned())
                     .ready_chunks(batch_max)
             );
@@ -558,8 +588,7 @@ pub async fn run<H: BatchHandler>(
                         }
                     }
                 }
-                if !deliveries.is_empty()
-                    && !process_batch(handler.as_ref(), &pool, &q, deliveries, &stop).await
+                if !deliveries.is_empty() && !process_batch(c.as_ref(), &q, deliveries, &stop).await
                 {
                     // Shutdown interrupted a retry; the rest goes back to the queue.
                     return Ok(());

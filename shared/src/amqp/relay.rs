@@ -5,7 +5,9 @@
 //! be published again under the same message id.
 //!
 //! The relay sleeps on PostgreSQL `LISTEN lapor_outbox` (a trigger notifies on insert), with a
-//! poll interval as the fallback if a notification is lost.
+//! poll interval as the fallback if a notification is lost. It also publishes the rows its own
+//! service's producers hand it after their commits ([`outbox::Handoff`]), then deletes them;
+//! rows it cannot publish that way are claimed after their `publish_after` like any other.
 
 use super::publish::{PublishError, Publisher};
 use super::topology::Topology;
@@ -53,6 +55,7 @@ pub async fn run(
     pool: PgPool,
     topology: std::sync::Arc<Topology>,
     app_id: &'static str,
+    handoff: Option<outbox::Handoff>,
     readiness: Readiness,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -64,9 +67,16 @@ pub async fn run(
                 readiness.clone(),
                 shutdown.clone(),
             );
-            let topology = topology.clone();
+            let (topology, handoff) = (topology.clone(), handoff.clone());
             tokio::spawn(async move {
-                supervise(n, settings, pool, topology, app_id, readiness, shutdown).await
+                let w = Worker {
+                    settings: &settings,
+                    pool: &pool,
+                    topology: &topology,
+                    app_id,
+                    handoff: handoff.as_ref(),
+                };
+                supervise(n, &w, readiness, shutdown).await
             })
         })
         .collect::<Vec<_>>();
@@ -76,12 +86,18 @@ pub async fn run(
     Ok(())
 }
 
+/// What a relay worker works with.
+struct Worker<'a> {
+    settings: &'a Settings,
+    pool: &'a PgPool,
+    topology: &'a Topology,
+    app_id: &'static str,
+    handoff: Option<&'a outbox::Handoff>,
+}
+
 async fn supervise(
     n: u32,
-    settings: Settings,
-    pool: PgPool,
-    topology: std::sync::Arc<Topology>,
-    app_id: &'static str,
+    w: &Worker<'_>,
     readiness: Readiness,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -89,11 +105,7 @@ async fn supervise(
     readiness.set(&part, false);
     let mut backoff = reconnect_backoff();
     loop {
-        match session(
-            &settings, &pool, &topology, app_id, &readiness, &part, &shutdown,
-        )
-        .await
-        {
+        match session(w, &readiness, &part, &shutdown).await {
             Ok(()) => return Ok(()),
             Err(e) => {
                 readiness.set(&part, false);
@@ -108,9 +120,14 @@ async fn supervise(
     }
 }
 
+/// Waits for a notification from `producer`. Any others already received are dropped with
+/// it: their transactions committed before the claim that follows, which therefore sees their
+/// rows. Without this, a burst of commits woke the relay once per row, to claims that found
+/// nothing left.
 async fn wait_for(listener: &mut PgListener, producer: &str) -> Result<(), sqlx::Error> {
     loop {
         if listener.recv().await?.payload() == producer {
+            while listener.next_buffered().is_some() {}
             return Ok(());
         }
     }
@@ -127,15 +144,46 @@ pub(crate) fn reconnect_backoff() -> impl Iterator<Item = Duration> {
         .build()
 }
 
-async fn session(
-    settings: &Settings,
+/// Publishes rows a producer handed over after its commit, then deletes them. Rows handed
+/// over longer ago than half their grace are left to the claims, which may already have them.
+async fn publish_handed_off(
     pool: &PgPool,
-    topology: &Topology,
-    app_id: &'static str,
+    publisher: &Publisher,
+    handoff: &outbox::Handoff,
+    first: outbox::HandedOff,
+    batch: usize,
+) -> Result<(), RelayError> {
+    let fresh = |h: &outbox::HandedOff| h.at.elapsed() < handoff.grace() / 2;
+    let mut rows = Vec::new();
+    if fresh(&first) {
+        rows = first.rows;
+    }
+    // Whatever else is already waiting goes in the same round of confirms.
+    while rows.len() < batch {
+        match handoff.try_recv() {
+            Some(h) if fresh(&h) => rows.extend(h.rows),
+            Some(_) => {}
+            None => break,
+        }
+    }
+    if rows.is_empty() {
+        return Ok(());
+    }
+    publisher.publish_rows(&rows).await?;
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    let mut conn = pool.acquire().await?;
+    outbox::delete(&mut conn, &ids).await?;
+    metrics::counter!("lapor_outbox_published_total").increment(rows.len() as u64);
+    Ok(())
+}
+
+async fn session(
+    w: &Worker<'_>,
     readiness: &Readiness,
     part: &str,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
+    let (settings, pool, topology, app_id) = (w.settings, w.pool, w.topology, w.app_id);
     let conn = super::connect(&settings.amqp, &format!("{app_id} outbox relay")).await?;
     let publisher = Publisher::open(&conn, settings.amqp.publish_timeout(), app_id).await?;
     topology.declare(publisher.channel()).await?;
@@ -146,10 +194,18 @@ async fn session(
     let poll = Duration::from_millis(settings.outbox.poll_interval_ms);
     let own = outbox::Claim::Own(app_id);
     let mut which = outbox::Claim::OwnAndStale(app_id);
+    let mut next_poll = tokio::time::Instant::now() + poll;
+    let handed_off = || async {
+        match w.handoff {
+            Some(h) => h.recv().await,
+            None => std::future::pending().await,
+        }
+    };
     loop {
         if shutdown.is_cancelled() {
-            // Flush: whatever the last transactions wrote goes out before we exit.
-            while relay_once(pool, &publisher, own, batch).await? > 0 {}
+            // Flush: whatever the last transactions wrote goes out before we exit, handed
+            // off or not (this process's producers have stopped).
+            while relay_once(pool, &publisher, outbox::Claim::Flush(app_id), batch).await? > 0 {}
             conn.close(200, "shutting down".into()).await.ok();
             return Ok(());
         }
@@ -157,18 +213,28 @@ async fn session(
         if sent as i64 == batch {
             continue;
         }
-        // Sleep until our own service writes to the outbox (notification payload = producer),
-        // or the poll interval passes.
-        which = tokio::select! {
-            n = wait_for(&mut listener, app_id) => {
-                if let Err(e) = n {
-                    tracing::debug!(error = %e, "outbox listener interrupted; polling until it is back");
-                    tokio::time::sleep(poll).await;
+        // Publish what producers hand over until our own service writes a row for the
+        // relay (notification payload = producer), or the poll interval passes.
+        which = loop {
+            tokio::select! {
+                n = wait_for(&mut listener, app_id) => {
+                    if let Err(e) = n {
+                        tracing::debug!(error = %e, "outbox listener interrupted; polling until it is back");
+                        tokio::time::sleep(poll).await;
+                    }
+                    break own;
                 }
-                own
+                h = handed_off() => {
+                    if let Some(handoff) = w.handoff {
+                        publish_handed_off(pool, &publisher, handoff, h, batch as usize).await?;
+                    }
+                }
+                _ = tokio::time::sleep_until(next_poll) => {
+                    next_poll = tokio::time::Instant::now() + poll;
+                    break outbox::Claim::OwnAndStale(app_id);
+                }
+                _ = shutdown.cancelled() => break own,
             }
-            _ = tokio::time::sleep(poll) => outbox::Claim::OwnAndStale(app_id),
-            _ = shutdown.cancelled() => own,
         };
     }
 }

@@ -120,7 +120,7 @@ pub async fn submit(
     // A retried request is recognised by its key when the insert below meets the earlier one
     // (no lookup first: retries are rare, first attempts are not).
     for _ in 0..3 {
-        match create(&ctx, &complaint, key.as_deref(), &request_hash).await {
+        match create_and_hand_off(&ctx, &complaint, key.as_deref(), &request_hash).await {
             Ok(Created::New(tid)) => {
                 tracing::info!(tracking_id = %tid, channel = %complaint.channel, "complaint accepted");
                 metrics::counter!("lapor_complaints_accepted_total", "channel" => complaint.channel.as_str()).increment(1);
@@ -174,6 +174,24 @@ fn is_tracking_collision(e: &anyhow::Error) -> bool {
     e.downcast_ref::<sqlx::Error>()
         .and_then(|e| e.as_database_error())
         .is_some_and(|d| d.constraint() == Some("cases_tracking_id_key"))
+}
+
+/// [`create`], then hands its `case.received` to the relay once it has committed, so that it is
+/// published without waiting for a claim.
+async fn create_and_hand_off(
+    ctx: &Context,
+    c: &NewComplaint,
+    key: Option<&str>,
+    request_hash: &[u8],
+) -> anyhow::Result<Created> {
+    let Some(handoff) = &ctx.handoff else {
+        return create(ctx, c, key, request_hash).await;
+    };
+    let (created, rows) = handoff.collecting(create(ctx, c, key, request_hash)).await;
+    if matches!(created, Ok(Created::New(_))) {
+        handoff.send(rows);
+    }
+    created
 }
 
 /// Stores the case, the reporter's identity, the attachments, the first timeline entry and the

@@ -1,0 +1,214 @@
+//! The hand-off from a producer to its relay: committed rows are published at once, without a
+//! notification or a claim; rows of a rolled-back savepoint are never handed over; rows that
+//! were never handed over (a crash after the commit) are published by a claim once their
+//! grace has passed, or by the relay's flush at shutdown.
+
+use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapor_shared::amqp::relay;
+use lapor_shared::clock;
+use lapor_shared::config::Settings;
+use lapor_shared::db::outbox::{self, Outgoing};
+use lapor_shared::messages::exchange;
+use lapor_shared::service::Context;
+use lapor_tests::Scratch;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// An exclusive queue that sees every `test.*` message on `lapor.events`.
+async fn tap(ctx: &Context) -> (lapin::Connection, lapin::Consumer) {
+    let conn = lapin::Connection::connect(&ctx.settings.amqp.url, Default::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let q = ch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    ctx.topology.declare(&ch).await.unwrap();
+    ch.queue_bind(
+        q.name().clone(),
+        exchange::EVENTS.into(),
+        "test.#".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let consumer = ch
+        .basic_consume(
+            q.name().clone(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    (conn, consumer)
+}
+
+async fn next_id(consumer: &mut lapin::Consumer, within: Duration) -> Uuid {
+    use futures::StreamExt;
+    let d = tokio::time::timeout(within, consumer.next())
+        .await
+        .expect("nothing published in time")
+        .unwrap()
+        .unwrap();
+    Uuid::parse_str(d.properties.message_id().as_ref().unwrap().as_str()).unwrap()
+}
+
+fn message(key: &str) -> Outgoing {
+    Outgoing::json(
+        exchange::EVENTS,
+        key.to_owned(),
+        Uuid::new_v4(),
+        &serde_json::json!({"test": key}),
+    )
+}
+
+/// Commits `kept`, and `undone` in a savepoint that is rolled back, inside the hand-off's
+/// collection; returns what it collected.
+async fn commit(
+    ctx: &Context,
+    kept: &[Outgoing],
+    undone: &[Outgoing],
+) -> Vec<outbox::OutboxRow> {
+    let handoff = ctx.handoff.clone().unwrap();
+    let (result, rows) = handoff
+        .collecting(async {
+            let mut tx = ctx.pool.begin().await?;
+            outbox::enqueue(&mut tx, kept).await?;
+            if !undone.is_empty() {
+                let mark = outbox::collected();
+                let mut sp = sqlx::Connection::begin(&mut *tx).await?;
+                outbox::enqueue(&mut sp, undone).await?;
+                sp.rollback().await?;
+                outbox::forget_collected_after(mark);
+            }
+            tx.commit().await
+        })
+        .await;
+    result.unwrap();
+    rows
+}
+
+async fn start(settings: Settings) -> (Context, CancellationToken, tokio::task::JoinHandle<()>) {
+    let ctx = Context::start("intake", settings, clock::system())
+        .await
+        .unwrap();
+    let stop = CancellationToken::new();
+    let relay = tokio::spawn({
+        let (ctx, stop) = (ctx.clone(), stop.clone());
+        async move {
+            relay::run(
+                ctx.settings.clone(),
+                ctx.pool.clone(),
+                ctx.topology.clone(),
+                ctx.app_id,
+                ctx.handoff.clone(),
+                ctx.readiness.clone(),
+                stop,
+            )
+            .await
+            .unwrap();
+        }
+    });
+    (ctx, stop, relay)
+}
+
+async fn outbox_rows(ctx: &Context) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(&ctx.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handed_off_rows_go_out_at_once_and_the_rest_at_the_flush() {
+    let scratch = Scratch::create().await;
+    let mut settings = scratch.settings.clone();
+    // Neither a claim nor the poll could publish within the test's patience: a grace of
+    // 61 s and a poll once a minute. Only the hand-off can.
+    settings.amqp.publish_timeout_ms = 60_000;
+    settings.outbox.poll_interval_ms = 60_000;
+    let (ctx, stop, relay) = start(settings.clone()).await;
+    let (_conn, mut seen) = tap(&ctx).await;
+
+    let kept = [message("test.kept")];
+    let undone = [message("test.undone")];
+    let rows = commit(&ctx, &kept, &undone).await;
+    assert_eq!(
+        rows.iter().map(|r| r.message_id).collect::<Vec<_>>(),
+        vec![kept[0].message_id],
+        "the rolled-back savepoint's row must not be handed over"
+    );
+    let waiting: bool =
+        sqlx::query_scalar("SELECT bool_and(publish_after > now() + interval '30 seconds') FROM outbox")
+            .fetch_one(&ctx.pool)
+            .await
+            .unwrap();
+    assert!(waiting, "handed-off rows are left alone by claims for the grace");
+    ctx.handoff.as_ref().unwrap().send(rows);
+    assert_eq!(
+        next_id(&mut seen, Duration::from_secs(10)).await,
+        kept[0].message_id
+    );
+    // Deleted once confirmed.
+    for _ in 0..100 {
+        if outbox_rows(&ctx).await == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(outbox_rows(&ctx).await, 0);
+
+    // A producer that committed and died before handing over: the flush at shutdown takes
+    // its rows although their grace has not passed.
+    let orphan = [message("test.orphan")];
+    let rows = commit(&ctx, &orphan, &[]).await;
+    assert_eq!(rows.len(), 1);
+    drop(rows);
+    stop.cancel();
+    relay.await.unwrap();
+    assert_eq!(
+        next_id(&mut seen, Duration::from_secs(10)).await,
+        orphan[0].message_id
+    );
+    assert_eq!(outbox_rows(&ctx).await, 0);
+    ctx.pool.close().await;
+    scratch.remove().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_never_handed_over_are_claimed_after_their_grace() {
+    let scratch = Scratch::create().await;
+    let mut settings = scratch.settings.clone();
+    settings.amqp.publish_timeout_ms = 200;
+    settings.outbox.poll_interval_ms = 200;
+    let (ctx, stop, relay) = start(settings.clone()).await;
+    let (_conn, mut seen) = tap(&ctx).await;
+
+    // Committed, never handed over (the producer crashed after its commit).
+    let orphan = [message("test.orphan")];
+    let rows = commit(&ctx, &orphan, &[]).await;
+    drop(rows);
+    assert_eq!(
+        next_id(&mut seen, Duration::from_secs(15)).await,
+        orphan[0].message_id
+    );
+    stop.cancel();
+    relay.await.unwrap();
+    ctx.pool.close().await;
+    scratch.remove().await;
+}
