@@ -182,6 +182,30 @@ pub async fn refresh_many(
     ids.sort_unstable();
     ids.dedup();
     let steps = store::steps_many(conn, &ids).await?;
+    refresh_from(conn, &ids, steps, reference, policy, now).await
+}
+
+/// [`refresh_many`] with timelines already read (by `store::log_many`): reads only those of
+/// the cases in `case_ids` that `steps` lacks.
+pub async fn refresh_from(
+    conn: &mut PgConnection,
+    case_ids: &[Uuid],
+    mut steps: HashMap<Uuid, Vec<Step>>,
+    reference: &ReferenceData,
+    policy: &Policy,
+    now: DateTime<Utc>,
+) -> sqlx::Result<HashMap<Uuid, Option<Clock>>> {
+    let mut ids = case_ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    let missing: Vec<Uuid> = ids
+        .iter()
+        .copied()
+        .filter(|id| !steps.contains_key(id))
+        .collect();
+    if !missing.is_empty() {
+        steps.extend(store::steps_many(conn, &missing).await?);
+    }
     let timelines: Vec<(Uuid, &[Step])> = ids
         .iter()
         .map(|id| (*id, steps.get(id).map_or(&[][..], Vec::as_slice)))

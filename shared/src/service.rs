@@ -80,8 +80,17 @@ impl Context {
         case: &crate::store::CaseRow,
         t: &crate::store::Transition<'_>,
     ) -> anyhow::Result<Option<crate::sla::Clock>> {
-        crate::store::record(conn, case, t).await?;
-        Ok(crate::deadlines::refresh(conn, case.id, &self.reference, &self.policy, t.at).await?)
+        let steps = crate::store::record(conn, case, t).await?;
+        let mut clocks = crate::deadlines::refresh_from(
+            conn,
+            &[case.id],
+            steps,
+            &self.reference,
+            &self.policy,
+            t.at,
+        )
+        .await?;
+        Ok(clocks.remove(&case.id).flatten())
     }
 
     /// Like [`Context::record`] for a case whose row already has the new status.
@@ -104,14 +113,17 @@ impl Context {
         conn: &mut sqlx::PgConnection,
         entries: &[crate::store::Entry<'_>],
     ) -> anyhow::Result<std::collections::HashMap<uuid::Uuid, Option<crate::sla::Clock>>> {
-        crate::store::log_many(conn, entries).await?;
+        let steps = crate::store::log_many(conn, entries).await?;
         let ids: Vec<uuid::Uuid> = entries.iter().map(|e| e.case_id).collect();
         let now = entries
             .iter()
             .map(|e| e.t.at)
             .max()
             .unwrap_or_else(|| self.clock.now());
-        Ok(crate::deadlines::refresh_many(conn, &ids, &self.reference, &self.policy, now).await?)
+        Ok(
+            crate::deadlines::refresh_from(conn, &ids, steps, &self.reference, &self.policy, now)
+                .await?,
+        )
     }
 
     /// The standard ops endpoints (`/healthz`, `/readyz`, `/metrics`) on `listener`.

@@ -183,18 +183,19 @@ impl<'a> Entry<'a> {
 
 /// Applies a transition: the case's status, a timeline entry and (usually) the internal event,
 /// all in the caller's transaction.
+/// Returns the case's timeline, the new entry included (see [`log_many`]).
 pub async fn record(
     conn: &mut PgConnection,
     case: &CaseRow,
     t: &Transition<'_>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<std::collections::HashMap<Uuid, Vec<crate::sla::Step>>> {
     sqlx::query("UPDATE cases SET status = $2, updated_at = $3 WHERE id = $1")
         .bind(case.id)
         .bind(t.status.as_str())
         .bind(t.at)
         .execute(&mut *conn)
         .await?;
-    log(conn, case.id, case.tracking()?, t).await
+    log_many(conn, &[Entry::new(case.id, case.tracking()?, t.clone())]).await
 }
 
 /// Adds a timeline entry (and the internal event) without touching the case row, for a case
@@ -205,14 +206,21 @@ pub async fn log(
     tracking_id: TrackingId,
     t: &Transition<'_>,
 ) -> anyhow::Result<()> {
-    log_many(conn, &[Entry::new(case_id, tracking_id, t.clone())]).await
+    log_many(conn, &[Entry::new(case_id, tracking_id, t.clone())]).await?;
+    Ok(())
 }
 
 /// [`log`] for many cases: one statement for the timeline entries and one for the events,
 /// whatever the number of entries.
-pub async fn log_many(conn: &mut PgConnection, entries: &[Entry<'_>]) -> anyhow::Result<()> {
+///
+/// Returns the whole timeline of every case named, as the SLA clock reads it, the new entries
+/// included: read by the statement that inserts them, for the deadlines that follow.
+pub async fn log_many(
+    conn: &mut PgConnection,
+    entries: &[Entry<'_>],
+) -> anyhow::Result<std::collections::HashMap<Uuid, Vec<crate::sla::Step>>> {
     if entries.is_empty() {
-        return Ok(());
+        return Ok(Default::default());
     }
     let ids: Vec<Uuid> = entries.iter().map(|e| e.case_id).collect();
     let ats: Vec<DateTime<Utc>> = entries.iter().map(|e| e.t.at).collect();
@@ -225,13 +233,20 @@ pub async fn log_many(conn: &mut PgConnection, entries: &[Entry<'_>]) -> anyhow:
     let actors: Vec<&str> = entries.iter().map(|e| e.t.actor).collect();
     let notes: Vec<Option<&str>> = entries.iter().map(|e| e.t.note.as_deref()).collect();
     // WITH ORDINALITY keeps the given order in the ids, so each case's timeline reads in
-    // the order its entries were recorded.
-    sqlx::query(
-        "INSERT INTO case_events (case_id, at, event, status, unit, actor, note)
-         SELECT c, a, e, s, u, w, n
-         FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
-              WITH ORDINALITY AS t(c, a, e, s, u, w, n, ord)
-         ORDER BY ord",
+    // the order its entries were recorded. The outer SELECT does not see the rows the CTE
+    // inserts (one snapshot), so it adds them from RETURNING.
+    let rows = sqlx::query_as::<_, TimelineRow>(
+        "WITH new AS (
+           INSERT INTO case_events (case_id, at, event, status, unit, actor, note)
+           SELECT c, a, e, s, u, w, n
+           FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
+                WITH ORDINALITY AS t(c, a, e, s, u, w, n, ord)
+           ORDER BY ord
+           RETURNING case_id, id, at, event, status, unit, actor, note)
+         SELECT case_id, id, at, event, status, unit, actor, note FROM case_events WHERE case_id = ANY($1)
+         UNION ALL
+         SELECT case_id, id, at, event, status, unit, actor, note FROM new
+         ORDER BY case_id, id",
     )
     .bind(&ids)
     .bind(&ats)
@@ -240,8 +255,9 @@ pub async fn log_many(conn: &mut PgConnection, entries: &[Entry<'_>]) -> anyhow:
     .bind(&units)
     .bind(&actors)
     .bind(&notes)
-    .execute(&mut *conn)
+    .fetch_all(&mut *conn)
     .await?;
+    let steps = steps_by_case(&ids, rows);
     let handoffs: Vec<Outgoing> = entries
         .iter()
         .filter(|e| crate::messages::is_handoff(e.t.event))
@@ -254,7 +270,7 @@ pub async fn log_many(conn: &mut PgConnection, entries: &[Entry<'_>]) -> anyhow:
         })
         .collect();
     outbox::enqueue(conn, &handoffs).await?;
-    Ok(())
+    Ok(steps)
 }
 
 /// One entry of a case's timeline.
@@ -424,19 +440,29 @@ pub async fn steps_many(
     conn: &mut PgConnection,
     case_ids: &[Uuid],
 ) -> sqlx::Result<std::collections::HashMap<Uuid, Vec<crate::sla::Step>>> {
-    #[derive(sqlx::FromRow)]
-    struct Row {
-        case_id: Uuid,
-        #[sqlx(flatten)]
-        entry: TimelineEntry,
-    }
-    let rows = sqlx::query_as::<_, Row>(
+    let rows = sqlx::query_as::<_, TimelineRow>(
         "SELECT case_id, id, at, event, status, unit, actor, note FROM case_events
          WHERE case_id = ANY($1) ORDER BY case_id, id",
     )
     .bind(case_ids)
     .fetch_all(conn)
     .await?;
+    Ok(steps_by_case(case_ids, rows))
+}
+
+/// A timeline entry with its case, rows ordered by case and id.
+#[derive(sqlx::FromRow)]
+struct TimelineRow {
+    case_id: Uuid,
+    #[sqlx(flatten)]
+    entry: TimelineEntry,
+}
+
+/// Every asked-for case, with its steps (none if it has no timeline).
+fn steps_by_case(
+    case_ids: &[Uuid],
+    rows: Vec<TimelineRow>,
+) -> std::collections::HashMap<Uuid, Vec<crate::sla::Step>> {
     let mut steps: std::collections::HashMap<Uuid, Vec<crate::sla::Step>> =
         case_ids.iter().map(|id| (*id, Vec::new())).collect();
     for r in rows {
@@ -444,7 +470,7 @@ pub async fn steps_many(
             steps.entry(r.case_id).or_default().push(step);
         }
     }
-    Ok(steps)
+    steps
 }
 
 impl TimelineEntry {
