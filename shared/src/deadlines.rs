@@ -185,7 +185,7 @@ pub async fn refresh_many(
     refresh_from(conn, &ids, steps, reference, policy, now).await
 }
 
-/// [`refresh_many`] with timelines already read (by `store::log_many`): reads only those of
+/// [`refresh_many`] with timelines already read (by `store::log_many_reading`): reads only those of
 /// the cases in `case_ids` that `steps` lacks.
 pub async fn refresh_from(
     conn: &mut PgConnection,

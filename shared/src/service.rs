@@ -113,7 +113,7 @@ impl Context {
         conn: &mut sqlx::PgConnection,
         entries: &[crate::store::Entry<'_>],
     ) -> anyhow::Result<std::collections::HashMap<uuid::Uuid, Option<crate::sla::Clock>>> {
-        let steps = crate::store::log_many(conn, entries).await?;
+        let steps = crate::store::log_many_reading(conn, entries).await?;
         let ids: Vec<uuid::Uuid> = entries.iter().map(|e| e.case_id).collect();
         let now = entries
             .iter()

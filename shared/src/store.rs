@@ -195,7 +195,7 @@ pub async fn record(
         .bind(t.at)
         .execute(&mut *conn)
         .await?;
-    log_many(conn, &[Entry::new(case.id, case.tracking()?, t.clone())]).await
+    log_many_reading(conn, &[Entry::new(case.id, case.tracking()?, t.clone())]).await
 }
 
 /// Adds a timeline entry (and the internal event) without touching the case row, for a case
@@ -206,18 +206,31 @@ pub async fn log(
     tracking_id: TrackingId,
     t: &Transition<'_>,
 ) -> anyhow::Result<()> {
-    log_many(conn, &[Entry::new(case_id, tracking_id, t.clone())]).await?;
-    Ok(())
+    log_many(conn, &[Entry::new(case_id, tracking_id, t.clone())]).await
+}
+
+/// [`log_many`], returning the whole timeline of every case named as the SLA clock reads it,
+/// the new entries included: read by the statement that inserts them, for the deadlines that
+/// follow.
+pub async fn log_many_reading(
+    conn: &mut PgConnection,
+    entries: &[Entry<'_>],
+) -> anyhow::Result<std::collections::HashMap<Uuid, Vec<crate::sla::Step>>> {
+    write_entries(conn, entries, true).await
 }
 
 /// [`log`] for many cases: one statement for the timeline entries and one for the events,
-/// whatever the number of entries.
-///
-/// Returns the whole timeline of every case named, as the SLA clock reads it, the new entries
-/// included: read by the statement that inserts them, for the deadlines that follow.
-pub async fn log_many(
+/// whatever the number of entries. Reads nothing back (for writers that do not update
+/// deadlines, such as the monitor's notices).
+pub async fn log_many(conn: &mut PgConnection, entries: &[Entry<'_>]) -> anyhow::Result<()> {
+    write_entries(conn, entries, false).await?;
+    Ok(())
+}
+
+async fn write_entries(
     conn: &mut PgConnection,
     entries: &[Entry<'_>],
+    read_timelines: bool,
 ) -> anyhow::Result<std::collections::HashMap<Uuid, Vec<crate::sla::Step>>> {
     if entries.is_empty() {
         return Ok(Default::default());
@@ -234,7 +247,7 @@ pub async fn log_many(
     let notes: Vec<Option<&str>> = entries.iter().map(|e| e.t.note.as_deref()).collect();
     // WITH ORDINALITY keeps the given order in the ids, so each case's timeline reads in
     // the order its entries were recorded. The outer SELECT does not see the rows the CTE
-    // inserts (one snapshot), so it adds them from RETURNING.
+    // inserts (one snapshot), so it adds them from RETURNING. Without $8 it returns nothing.
     let rows = sqlx::query_as::<_, TimelineRow>(
         "WITH new AS (
            INSERT INTO case_events (case_id, at, event, status, unit, actor, note)
@@ -243,9 +256,10 @@ pub async fn log_many(
                 WITH ORDINALITY AS t(c, a, e, s, u, w, n, ord)
            ORDER BY ord
            RETURNING case_id, id, at, event, status, unit, actor, note)
-         SELECT case_id, id, at, event, status, unit, actor, note FROM case_events WHERE case_id = ANY($1)
+         SELECT case_id, id, at, event, status, unit, actor, note FROM case_events
+         WHERE $8 AND case_id = ANY($1)
          UNION ALL
-         SELECT case_id, id, at, event, status, unit, actor, note FROM new
+         SELECT case_id, id, at, event, status, unit, actor, note FROM new WHERE $8
          ORDER BY case_id, id",
     )
     .bind(&ids)
@@ -255,6 +269,7 @@ pub async fn log_many(
     .bind(&units)
     .bind(&actors)
     .bind(&notes)
+    .bind(read_timelines)
     .fetch_all(&mut *conn)
     .await?;
     let steps = steps_by_case(&ids, rows);
