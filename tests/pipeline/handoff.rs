@@ -1,11 +1,12 @@
 //! The hand-off from a producer to its relay: committed rows are published at once, without a
 //! notification or a claim; rows of a rolled-back savepoint are never handed over; rows that
 //! were never handed over (a crash after the commit) are published by a claim once their
-//! grace has passed, or by the relay's flush at shutdown.
+//! grace has passed, or by the relay's flush at shutdown. A message parked in a savepoint of
+//! its batch hands nothing over.
 
 use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use lapor_shared::amqp::relay;
+use lapor_shared::amqp::{consume, relay};
 use lapor_shared::clock;
 use lapor_shared::config::Settings;
 use lapor_shared::db::outbox::{self, Outgoing};
@@ -79,11 +80,7 @@ fn message(key: &str) -> Outgoing {
 
 /// Commits `kept`, and `undone` in a savepoint that is rolled back, inside the hand-off's
 /// collection; returns what it collected.
-async fn commit(
-    ctx: &Context,
-    kept: &[Outgoing],
-    undone: &[Outgoing],
-) -> Vec<outbox::OutboxRow> {
+async fn commit(ctx: &Context, kept: &[Outgoing], undone: &[Outgoing]) -> Vec<outbox::OutboxRow> {
     let handoff = ctx.handoff.clone().unwrap();
     let (result, rows) = handoff
         .collecting(async {
@@ -153,12 +150,16 @@ async fn handed_off_rows_go_out_at_once_and_the_rest_at_the_flush() {
         vec![kept[0].message_id],
         "the rolled-back savepoint's row must not be handed over"
     );
-    let waiting: bool =
-        sqlx::query_scalar("SELECT bool_and(publish_after > now() + interval '30 seconds') FROM outbox")
-            .fetch_one(&ctx.pool)
-            .await
-            .unwrap();
-    assert!(waiting, "handed-off rows are left alone by claims for the grace");
+    let waiting: bool = sqlx::query_scalar(
+        "SELECT bool_and(publish_after > now() + interval '30 seconds') FROM outbox",
+    )
+    .fetch_one(&ctx.pool)
+    .await
+    .unwrap();
+    assert!(
+        waiting,
+        "handed-off rows are left alone by claims for the grace"
+    );
     ctx.handoff.as_ref().unwrap().send(rows);
     assert_eq!(
         next_id(&mut seen, Duration::from_secs(10)).await,
@@ -209,6 +210,139 @@ async fn rows_never_handed_over_are_claimed_after_their_grace() {
     );
     stop.cancel();
     relay.await.unwrap();
+    ctx.pool.close().await;
+    scratch.remove().await;
+}
+
+/// A per-message handler that publishes one `test.*` message per delivery (its id derived
+/// from the delivery's), and refuses deliveries marked "refuse" after writing it.
+struct Echo;
+
+fn echo_id(delivery: Uuid) -> Uuid {
+    Uuid::new_v5(&delivery, b"echo")
+}
+
+impl consume::Handler for Echo {
+    fn name(&self) -> &'static str {
+        "echo-test"
+    }
+
+    async fn handle(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        msg: &consume::Incoming,
+    ) -> Result<(), consume::HandleError> {
+        let body: serde_json::Value = serde_json::from_slice(&msg.body).unwrap();
+        let out = Outgoing::json(
+            exchange::EVENTS,
+            "test.echo".to_owned(),
+            echo_id(msg.message_id),
+            &body,
+        );
+        outbox::enqueue(tx, &[out]).await?;
+        if body["mark"] == "refuse" {
+            return Err(consume::HandleError::Park("refused after writing".into()));
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_parked_inside_a_batch_hands_nothing_over() {
+    let scratch = Scratch::create().await;
+    let mut settings = scratch.settings.clone();
+    // Only the hand-off can publish within the test (grace 61 s, poll once a minute).
+    settings.amqp.publish_timeout_ms = 60_000;
+    settings.outbox.poll_interval_ms = 60_000;
+    let (ctx, relay_stop, relay) = start(settings.clone()).await;
+    let (_conn, mut seen) = tap(&ctx).await;
+
+    // Queued before the consumer starts, so that they arrive in batches and each is handled
+    // in a savepoint of its batch's transaction.
+    let queue = "test.echo";
+    let amqp = lapin::Connection::connect(&settings.amqp.url, Default::default())
+        .await
+        .unwrap();
+    let ch = amqp.create_channel().await.unwrap();
+    ch.queue_declare(
+        queue.into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.confirm_select(Default::default()).await.unwrap();
+    let plan: Vec<(Uuid, &str)> = (0..60)
+        .map(|i| (Uuid::new_v4(), if i % 7 == 3 { "refuse" } else { "ok" }))
+        .collect();
+    for (id, mark) in &plan {
+        let body = serde_json::json!({"message_id": id, "mark": mark});
+        ch.basic_publish(
+            "".into(),
+            queue.into(),
+            Default::default(),
+            &serde_json::to_vec(&body).unwrap(),
+            lapin::BasicProperties::default().with_delivery_mode(2),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    let declare: consume::Declare = std::sync::Arc::new(|_| Box::pin(async { Ok(()) }));
+    let stop = CancellationToken::new();
+    let consumer = tokio::spawn(consume::run(
+        settings.clone(),
+        ctx.pool.clone(),
+        queue.to_owned(),
+        declare,
+        std::sync::Arc::new(consume::PerMessage(Echo)),
+        ctx.handoff.clone(),
+        ctx.readiness.clone(),
+        stop.clone(),
+    ));
+
+    let expected: std::collections::HashSet<Uuid> = plan
+        .iter()
+        .filter(|(_, m)| *m == "ok")
+        .map(|(id, _)| echo_id(*id))
+        .collect();
+    let refused: std::collections::HashSet<Uuid> = plan
+        .iter()
+        .filter(|(_, m)| *m == "refuse")
+        .map(|(id, _)| echo_id(*id))
+        .collect();
+    let mut got = std::collections::HashSet::new();
+    while got.len() < expected.len() {
+        let id = next_id(&mut seen, Duration::from_secs(15)).await;
+        assert!(
+            !refused.contains(&id),
+            "a rolled-back message was published"
+        );
+        got.insert(id);
+    }
+    assert_eq!(got, expected);
+    let parked: i64 = sqlx::query_scalar("SELECT count(*) FROM parked_messages")
+        .fetch_one(&ctx.pool)
+        .await
+        .unwrap();
+    assert_eq!(parked as usize, refused.len());
+    stop.cancel();
+    consumer.await.unwrap().unwrap();
+    relay_stop.cancel();
+    relay.await.unwrap();
+    // The flush found nothing of the refused ones either: nothing more arrives.
+    use futures::StreamExt;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), seen.next())
+            .await
+            .is_err(),
+        "something more was published"
+    );
+    amqp.close(200, "done".into()).await.ok();
     ctx.pool.close().await;
     scratch.remove().await;
 }
