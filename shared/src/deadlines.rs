@@ -178,11 +178,7 @@ pub async fn refresh_many(
     policy: &Policy,
     now: DateTime<Utc>,
 ) -> sqlx::Result<HashMap<Uuid, Option<Clock>>> {
-    let mut ids = case_ids.to_vec();
-    ids.sort_unstable();
-    ids.dedup();
-    let steps = store::steps_many(conn, &ids).await?;
-    refresh_from(conn, &ids, steps, reference, policy, now).await
+    refresh_from(conn, case_ids, HashMap::new(), reference, policy, now).await
 }
 
 /// [`refresh_many`] with timelines already read (by `store::log_many_reading`): reads only those of

@@ -3,12 +3,12 @@
 //! a failing batch retried one message at a time, duplicates applied once, and every delivery
 //! acknowledged.
 
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::options::QueueDeclareOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapor_shared::amqp::consume::{self, BatchHandler, HandleError, Incoming, Verdict};
 use lapor_shared::db;
 use lapor_shared::ops::Readiness;
-use lapor_tests::Scratch;
+use lapor_tests::{Scratch, queue_json};
 use sqlx::{PgConnection, PgPool};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -118,9 +118,6 @@ async fn a_batch_commits_together_parks_what_it_refuses_and_falls_back_to_single
         .unwrap();
     let ch = amqp.create_channel().await.unwrap();
     declare()(ch.clone()).await.unwrap();
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
     let mut plan: Vec<(Uuid, &str)> = Vec::new();
     for i in 0..300 {
         let mark = match i {
@@ -135,20 +132,11 @@ async fn a_batch_commits_together_parks_what_it_refuses_and_falls_back_to_single
     let mut sends = plan.clone();
     sends.insert(12, plan[10]);
     sends.extend_from_slice(&twice[1..]);
-    for (id, mark) in &sends {
-        let body = serde_json::json!({"message_id": id, "mark": mark});
-        ch.basic_publish(
-            "".into(),
-            QUEUE.into(),
-            BasicPublishOptions::default(),
-            &serde_json::to_vec(&body).unwrap(),
-            lapin::BasicProperties::default().with_delivery_mode(2),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    }
+    let bodies: Vec<serde_json::Value> = sends
+        .iter()
+        .map(|(id, mark)| serde_json::json!({"message_id": id, "mark": mark}))
+        .collect();
+    queue_json(&ch, QUEUE, &bodies).await;
 
     let sizes = Arc::new(Mutex::new(Vec::new()));
     let shutdown = CancellationToken::new();

@@ -12,7 +12,7 @@ use lapor_shared::config::Settings;
 use lapor_shared::db::outbox::{self, Outgoing};
 use lapor_shared::messages::exchange;
 use lapor_shared::service::Context;
-use lapor_tests::Scratch;
+use lapor_tests::{Scratch, queue_json};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -274,24 +274,14 @@ async fn a_message_parked_inside_a_batch_hands_nothing_over() {
     )
     .await
     .unwrap();
-    ch.confirm_select(Default::default()).await.unwrap();
     let plan: Vec<(Uuid, &str)> = (0..60)
         .map(|i| (Uuid::new_v4(), if i % 7 == 3 { "refuse" } else { "ok" }))
         .collect();
-    for (id, mark) in &plan {
-        let body = serde_json::json!({"message_id": id, "mark": mark});
-        ch.basic_publish(
-            "".into(),
-            queue.into(),
-            Default::default(),
-            &serde_json::to_vec(&body).unwrap(),
-            lapin::BasicProperties::default().with_delivery_mode(2),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    }
+    let bodies: Vec<serde_json::Value> = plan
+        .iter()
+        .map(|(id, mark)| serde_json::json!({"message_id": id, "mark": mark}))
+        .collect();
+    queue_json(&ch, queue, &bodies).await;
     let declare: consume::Declare = std::sync::Arc::new(|_| Box::pin(async { Ok(()) }));
     let stop = CancellationToken::new();
     let consumer = tokio::spawn(consume::run(

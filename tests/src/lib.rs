@@ -272,6 +272,27 @@ impl Drop for TestApp {
     }
 }
 
+/// Publishes each body as a persistent message straight to `queue`, waiting for the broker's
+/// confirm of each: when this returns, they are all queued.
+pub async fn queue_json(ch: &lapin::Channel, queue: &str, bodies: &[Value]) {
+    ch.confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    for body in bodies {
+        ch.basic_publish(
+            "".into(),
+            queue.into(),
+            lapin::options::BasicPublishOptions::default(),
+            &serde_json::to_vec(body).unwrap(),
+            lapin::BasicProperties::default().with_delivery_mode(2),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+}
+
 /// A numeric setting from the environment, or its default (for the bench and chaos runners).
 pub fn env_num<T: std::str::FromStr>(key: &str, default: T) -> T {
     std::env::var(key)

@@ -2,10 +2,10 @@
 //! time, with the same few statements whatever its size.
 
 use crate::delivery::{self, ACTOR, Handover};
-use lapor_shared::amqp::consume::{BatchHandler, HandleError, Incoming, Verdict};
+use lapor_shared::amqp::consume::{self, BatchHandler, HandleError, Incoming, Verdict};
 use lapor_shared::data::Disposition;
 use lapor_shared::domain::CaseStatus;
-use lapor_shared::messages::{CaseEventV1, Reason, decode};
+use lapor_shared::messages::{CaseEventV1, Reason};
 use lapor_shared::service::Context;
 use lapor_shared::store::{self, CaseRow, Entry, Transition};
 use sqlx::PgConnection;
@@ -71,17 +71,7 @@ impl BatchHandler for RouteHandler {
         tx: &mut PgConnection,
         msgs: &[&Incoming],
     ) -> Result<Vec<Verdict>, HandleError> {
-        let mut verdicts: Vec<Verdict> = vec![Ok(()); msgs.len()];
-        let mut events = Vec::with_capacity(msgs.len());
-        for (i, m) in msgs.iter().enumerate() {
-            match decode::<CaseEventV1>(&m.body) {
-                Ok(ev) => events.push(Some(ev)),
-                Err(e) => {
-                    verdicts[i] = Err(e.to_string());
-                    events.push(None);
-                }
-            }
-        }
+        let (events, mut verdicts) = consume::decode_each::<CaseEventV1>(msgs);
         let ids: Vec<Uuid> = events.iter().flatten().map(|e| e.case_id).collect();
         let cases = store::lock_many(tx, &ids).await?;
 

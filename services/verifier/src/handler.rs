@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use lapor_shared::amqp::consume::{self, BatchHandler, HandleError, Incoming};
 use lapor_shared::deadlines;
 use lapor_shared::domain::{CaseStatus, Category, Kind, KkNumber, Nik, TrackingId};
-use lapor_shared::messages::{CaseEventV1, decode};
+use lapor_shared::messages::CaseEventV1;
 use lapor_shared::service::Context;
 use lapor_shared::store::{self, CaseRow, Entry, Transition};
 use sqlx::PgConnection;
@@ -194,17 +194,7 @@ impl BatchHandler for VerifyHandler {
         tx: &mut PgConnection,
         msgs: &[&Incoming],
     ) -> Result<Vec<consume::Verdict>, HandleError> {
-        let mut verdicts: Vec<consume::Verdict> = vec![Ok(()); msgs.len()];
-        let mut events = Vec::with_capacity(msgs.len());
-        for (i, m) in msgs.iter().enumerate() {
-            match decode::<CaseEventV1>(&m.body) {
-                Ok(ev) => events.push(Some(ev)),
-                Err(e) => {
-                    verdicts[i] = Err(e.to_string());
-                    events.push(None);
-                }
-            }
-        }
+        let (events, mut verdicts) = consume::decode_each::<CaseEventV1>(msgs);
         let ids: Vec<Uuid> = events.iter().flatten().map(|e| e.case_id).collect();
         let cases = store::lock_many(tx, &ids).await?;
 

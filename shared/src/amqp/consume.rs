@@ -110,6 +110,26 @@ pub trait BatchHandler: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<Verdict>, HandleError>> + Send;
 }
 
+/// Decodes every message of a batch as `T`: the decoded ones in order (`None` where decoding
+/// failed), and a verdict per message that refuses those with the reason.
+pub fn decode_each<T: crate::messages::Message>(
+    msgs: &[&Incoming],
+) -> (Vec<Option<T>>, Vec<Verdict>) {
+    let mut verdicts: Vec<Verdict> = vec![Ok(()); msgs.len()];
+    let decoded = msgs
+        .iter()
+        .zip(verdicts.iter_mut())
+        .map(|(m, v)| match crate::messages::decode::<T>(&m.body) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                *v = Err(e.to_string());
+                None
+            }
+        })
+        .collect();
+    (decoded, verdicts)
+}
+
 /// Runs a per-message [`Handler`] as a [`BatchHandler`]: each message of a batch in its own
 /// savepoint, so that parking one undoes only its own writes.
 pub struct PerMessage<H>(pub H);
