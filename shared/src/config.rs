@@ -125,6 +125,10 @@ pub struct HttpSettings {
     pub bind: String,
     pub body_limit_bytes: usize,
     pub request_timeout_ms: u64,
+    /// Submissions that arrive together are stored in one transaction: at most this many.
+    pub submit_batch_max: usize,
+    /// Transactions storing submissions at once.
+    pub submit_writers: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -275,6 +279,8 @@ impl Settings {
         socket("ops.distributor", &self.ops.distributor)?;
         socket("ops.sla_monitor", &self.ops.sla_monitor)?;
         positive("http.body_limit_bytes", self.http.body_limit_bytes as u64)?;
+        positive("http.submit_batch_max", self.http.submit_batch_max as u64)?;
+        positive("http.submit_writers", self.http.submit_writers as u64)?;
         if !self.telemetry.otlp_endpoint.is_empty()
             && !self.telemetry.otlp_endpoint.starts_with("http")
         {

@@ -1,6 +1,7 @@
 //! The HTTP contract of intake: validation, problem documents, idempotency.
 
-use lapor_tests::{TestApp, complaint};
+use futures::FutureExt;
+use lapor_tests::{Options, TestApp, complaint};
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -50,6 +51,86 @@ async fn concurrent_retries_with_one_key_make_one_case() {
         .await
         .unwrap();
     assert_eq!(n, 1);
+    app.stop().await;
+}
+
+/// Complaints posted together are stored in shared transactions (group commit), and each is
+/// still answered with its own case, stored whole, published once. A key already used,
+/// arriving inside a group, sends that group down the one-at-a-time path: its neighbours get
+/// their own cases, the retries the earlier answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn complaints_posted_together_share_transactions_and_keep_their_own_cases() {
+    let app = TestApp::spawn_with(Options {
+        configure: Some(Box::new(|s| {
+            s.http.submit_writers = 1;
+            s.http.submit_batch_max = 16;
+        })),
+        ..Options::default()
+    })
+    .await;
+    let earlier = complaint("Bantuan PKH tahap ini belum masuk ke rekening kami.");
+    let first = app.post_with_key(&earlier, "group-retry-1").await;
+    assert_eq!(first.status(), 202);
+    let first: Value = first.json().await.unwrap();
+
+    let fresh: Vec<Value> = (0..120)
+        .map(|i| {
+            complaint(&format!(
+                "Bantuan sembako keluarga nomor {i} tidak diterima bulan ini."
+            ))
+        })
+        .collect();
+    let app_ref = &app;
+    let posts = fresh
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let key = (i % 2 == 0).then(|| format!("group-fresh-{i}"));
+            async move {
+                match key {
+                    Some(k) => app_ref.post_with_key(b, &k).await,
+                    None => app_ref.post(b).await,
+                }
+            }
+            .boxed()
+        })
+        .chain((0..6).map(|_| app.post_with_key(&earlier, "group-retry-1").boxed()));
+    let answers = futures::future::join_all(posts).await;
+    let mut tracking = std::collections::HashSet::new();
+    for (i, a) in answers.into_iter().enumerate() {
+        assert_eq!(a.status(), 202, "answer {i}");
+        let v: Value = a.json().await.unwrap();
+        if i < fresh.len() {
+            assert!(tracking.insert(v["tracking_id"].as_str().unwrap().to_owned()));
+        } else {
+            assert_eq!(v, first, "a retry got another answer");
+        }
+    }
+    assert!(!tracking.contains(first["tracking_id"].as_str().unwrap()));
+
+    // Each case whole: its identity, its attachment, its key, its first timeline entry.
+    let (cases, whole, keys, transactions): (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*),
+                count(*) FILTER (WHERE EXISTS (SELECT 1 FROM case_identity i WHERE i.case_id = c.id)
+                                   AND EXISTS (SELECT 1 FROM case_attachments a WHERE a.case_id = c.id)
+                                   AND (SELECT count(*) FROM case_events e WHERE e.case_id = c.id AND e.event = 'received') = 1),
+                (SELECT count(*) FROM idempotency_keys),
+                count(DISTINCT c.xmin::text)
+         FROM cases c",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(cases, 121);
+    assert_eq!(whole, 121);
+    assert_eq!(keys, 61);
+    assert!(
+        transactions < cases - 1,
+        "{cases} cases in {transactions} transactions: no group was stored together"
+    );
+    // Every case.received was published: the verifier took every case.
+    app.wait_count("SELECT count(*) FROM cases WHERE status <> 'received'", 121)
+        .await;
     app.stop().await;
 }
 

@@ -6,5 +6,6 @@ pub mod problem;
 mod routes;
 pub mod startup;
 pub mod submission;
+pub mod submissions;
 
 pub use startup::Application;

@@ -36,7 +36,10 @@ impl Application {
     /// Serves until `shutdown`; then turns unready, finishes in-flight requests and publishes
     /// what they stored.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let router = routes::router(self.ctx.clone());
+        // The writers stop once the server has dropped the router (and with it every handle
+        // on them) and they have stored what was handed over.
+        let (writer, mut tasks) = crate::submissions::Writer::start(&self.ctx);
+        let router = routes::router(self.ctx.clone(), writer);
         let http_stop = CancellationToken::new();
         let stop = http_stop.clone();
         let listener = self.listener;
@@ -46,7 +49,8 @@ impl Application {
                 .await?;
             Ok(())
         });
+        tasks.insert(0, server);
         self.ctx.readiness.set("http", true);
-        self.ctx.run(None, vec![server], http_stop, shutdown).await
+        self.ctx.run(None, tasks, http_stop, shutdown).await
     }
 }

@@ -1,7 +1,8 @@
 //! `POST /v1/complaints` and `GET /v1/complaints/{tracking_id}`.
 
 use crate::problem::{FieldError, Problem};
-use crate::submission::{NewComplaint, SubmissionV1};
+use crate::submission::SubmissionV1;
+use crate::submissions::{Created, Submission, Writer};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -12,10 +13,9 @@ use chrono::{DateTime, Utc};
 use lapor_shared::domain::{CaseStatus, TrackingId};
 use lapor_shared::privacy;
 use lapor_shared::service::Context;
-use lapor_shared::store::{self, TimelineEntry, Transition};
+use lapor_shared::store::{self, TimelineEntry};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use uuid::Uuid;
 
 #[derive(Serialize)]
 pub struct Accepted {
@@ -106,6 +106,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
 }
 
 pub async fn submit(
+    State(writer): State<Writer>,
     State(ctx): State<Context>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -113,28 +114,35 @@ pub async fn submit(
     let key = idempotency_key(&headers)?;
     let (submission, value): (SubmissionV1, _) = json_body(&headers, body)?;
     let complaint = submission.validate().map_err(Problem::invalid)?;
+    let channel = complaint.channel;
     // serde_json's maps are ordered by key, so equal documents hash equally however they were
     // formatted.
     let request_hash = Sha256::digest(serde_json::to_vec(&value).unwrap_or_default()).to_vec();
+    let submission = std::sync::Arc::new(Submission {
+        complaint,
+        key,
+        request_hash,
+        trace: lapor_shared::telemetry::inject_current(),
+    });
 
-    // A retried request is recognised by its key when the insert below meets the earlier one
-    // (no lookup first: retries are rare, first attempts are not).
+    // A retried request is recognised by its key when the insert meets the earlier one (no
+    // lookup first: retries are rare, first attempts are not). A key met but no longer there
+    // (its transaction rolled back after all) is tried again.
     for _ in 0..3 {
-        match create_and_hand_off(&ctx, &complaint, key.as_deref(), &request_hash).await {
-            Ok(Created::New(tid)) => {
-                tracing::info!(tracking_id = %tid, channel = %complaint.channel, "complaint accepted");
-                metrics::counter!("lapor_complaints_accepted_total", "channel" => complaint.channel.as_str()).increment(1);
+        match writer.store(submission.clone()).await? {
+            Created::New(tid) => {
+                tracing::info!(tracking_id = %tid, channel = %channel, "complaint accepted");
+                metrics::counter!("lapor_complaints_accepted_total", "channel" => channel.as_str())
+                    .increment(1);
                 return Ok(accepted(tid, false));
             }
-            Ok(Created::KeyTaken) => {
-                if let Some(key) = &key
-                    && let Some(tid) = replay(&ctx, key, &request_hash).await?
+            Created::KeyTaken => {
+                if let Some(key) = &submission.key
+                    && let Some(tid) = replay(&ctx, key, &submission.request_hash).await?
                 {
                     return Ok(accepted(tid, true));
                 }
             }
-            Err(e) if is_tracking_collision(&e) => continue,
-            Err(e) => return Err(e.into()),
         }
     }
     Err(Problem::internal())
@@ -162,157 +170,6 @@ async fn replay(
         .detail("use a new key for a new complaint; resend the identical body to get the earlier answer")),
         Some((_, tid)) => Ok(TrackingId::parse(&tid).ok()),
     }
-}
-
-enum Created {
-    New(TrackingId),
-    /// A concurrent request with the same key committed first.
-    KeyTaken,
-}
-
-fn is_tracking_collision(e: &anyhow::Error) -> bool {
-    e.downcast_ref::<sqlx::Error>()
-        .and_then(|e| e.as_database_error())
-        .is_some_and(|d| d.constraint() == Some("cases_tracking_id_key"))
-}
-
-/// [`create`], then hands its `case.received` to the relay once it has committed, so that it is
-/// published without waiting for a claim.
-async fn create_and_hand_off(
-    ctx: &Context,
-    c: &NewComplaint,
-    key: Option<&str>,
-    request_hash: &[u8],
-) -> anyhow::Result<Created> {
-    let Some(handoff) = &ctx.handoff else {
-        return create(ctx, c, key, request_hash).await;
-    };
-    let (created, rows) = handoff.collecting(create(ctx, c, key, request_hash)).await;
-    if matches!(created, Ok(Created::New(_))) {
-        handoff.send(rows);
-    }
-    created
-}
-
-/// Stores the case, the reporter's identity, the attachments, the first timeline entry and the
-/// `case.received` event in one transaction.
-async fn create(
-    ctx: &Context,
-    c: &NewComplaint,
-    key: Option<&str>,
-    request_hash: &[u8],
-) -> anyhow::Result<Created> {
-    let id = Uuid::now_v7();
-    let tid = TrackingId::generate();
-    let now: DateTime<Utc> = ctx.clock.now();
-    let reporter_ref = privacy::pseudonym(
-        ctx.settings.privacy.pseudonym_key.expose(),
-        c.reporter.nik.expose(),
-    );
-    let mut tx = ctx.pool.begin().await?;
-    sqlx::query(
-        "INSERT INTO cases (id, tracking_id, status, channel, claimed_kind, title, body, province_code, regency_code,
-                            anonymous, confidential, lapor_tracking_id, reporter_ref, received_at, updated_at)
-         VALUES ($1, $2, 'received', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)",
-    )
-    .bind(id)
-    .bind(tid.to_string())
-    .bind(c.channel.as_str())
-    .bind(c.kind.map(|k| k.as_str()))
-    .bind(&c.title)
-    .bind(&c.text)
-    .bind(c.location.province_code.as_str())
-    .bind(c.location.regency_code.map(|r| r.to_string()))
-    .bind(c.anonymous)
-    .bind(c.confidential)
-    .bind(&c.lapor_tracking_id)
-    .bind(&reporter_ref)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO case_identity (case_id, name, nik, phone, email, address, kk_number, location_address)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-    )
-    .bind(id)
-    .bind(&c.reporter.name)
-    .bind(c.reporter.nik.expose())
-    .bind(c.reporter.phone.expose())
-    .bind(&c.reporter.email)
-    .bind(&c.reporter.address)
-    .bind(c.kk_number.as_ref().map(|k| k.expose()))
-    .bind(&c.location.address)
-    .execute(&mut *tx)
-    .await?;
-    insert_attachments(&mut tx, id, 0, &c.attachments, now).await?;
-    if let Some(key) = key {
-        let r = sqlx::query(
-            "INSERT INTO idempotency_keys (key, request_sha256, case_id, created_at) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (key) DO NOTHING",
-        )
-        .bind(key)
-        .bind(request_hash)
-        .bind(id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        if r.rows_affected() == 0 {
-            tx.rollback().await?;
-            return Ok(Created::KeyTaken);
-        }
-    }
-    ctx.log(
-        &mut tx,
-        id,
-        tid,
-        &Transition {
-            event: "received",
-            status: CaseStatus::Received,
-            unit: None,
-            actor: "intake",
-            note: Some(format!("Laporan diterima melalui kanal {}.", c.channel)),
-            at: now,
-        },
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(Created::New(tid))
-}
-
-pub async fn insert_attachments(
-    conn: &mut sqlx::PgConnection,
-    case_id: Uuid,
-    first_position: i32,
-    attachments: &[lapor_shared::messages::Attachment],
-    at: DateTime<Utc>,
-) -> sqlx::Result<()> {
-    if attachments.is_empty() {
-        return Ok(());
-    }
-    let kinds: Vec<String> = attachments
-        .iter()
-        .map(|a| {
-            serde_json::to_value(a.kind)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default()
-        })
-        .collect();
-    let urls: Vec<&str> = attachments.iter().map(|a| a.url.as_str()).collect();
-    let hashes: Vec<&str> = attachments.iter().map(|a| a.sha256.as_str()).collect();
-    sqlx::query(
-        "INSERT INTO case_attachments (case_id, position, kind, url, sha256, added_at)
-         SELECT $1, $2 + ord - 1, k, u, h, $6 FROM UNNEST($3::text[], $4::text[], $5::text[]) WITH ORDINALITY AS t(k, u, h, ord)",
-    )
-    .bind(case_id)
-    .bind(first_position)
-    .bind(&kinds)
-    .bind(&urls)
-    .bind(&hashes)
-    .bind(at)
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 #[derive(Serialize)]

@@ -5,8 +5,9 @@ mod reporter;
 mod reviews;
 
 use crate::problem::Problem;
+use crate::submissions::Writer;
 use axum::Router;
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{FromRef, MatchedPath, Request};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -16,7 +17,26 @@ use std::collections::HashMap;
 use std::time::Duration;
 use tracing::Instrument;
 
-pub fn router(ctx: Context) -> Router {
+/// What the handlers share: the service's context and the submissions writer.
+#[derive(Clone)]
+pub struct AppState {
+    ctx: Context,
+    writer: Writer,
+}
+
+impl FromRef<AppState> for Context {
+    fn from_ref(s: &AppState) -> Self {
+        s.ctx.clone()
+    }
+}
+
+impl FromRef<AppState> for Writer {
+    fn from_ref(s: &AppState) -> Self {
+        s.writer.clone()
+    }
+}
+
+pub fn router(ctx: Context, writer: Writer) -> Router {
     let body_limit = ctx.settings.http.body_limit_bytes;
     let timeout = Duration::from_millis(ctx.settings.http.request_timeout_ms);
     let ops = lapor_shared::ops::router(ctx.pool.clone(), ctx.readiness.clone());
@@ -36,7 +56,7 @@ pub fn router(ctx: Context) -> Router {
         .route("/v1/asyncapi.yaml", get(contracts::asyncapi))
         .route("/v1/schemas/{*path}", get(contracts::schema))
         .route("/v1/reviews/{tracking_id}/decision", post(reviews::decide))
-        .with_state(ctx)
+        .with_state(AppState { ctx, writer })
         .merge(ops)
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "not-found", "No such resource") })
         .method_not_allowed_fallback(|| async {

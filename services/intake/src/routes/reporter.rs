@@ -3,9 +3,10 @@
 //! the reporter's NIK besides the tracking id, so that knowing a tracking id is not enough to
 //! change someone's case.
 
-use super::complaints::{insert_attachments, json_body, parse_tracking};
+use super::complaints::{json_body, parse_tracking};
 use crate::problem::{FieldError, Problem};
 use crate::submission::{AttachmentV1, validate_attachments};
+use crate::submissions::insert_attachments;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -140,7 +141,7 @@ pub async fn supplement(
     .bind(case.id)
     .fetch_one(&mut *tx)
     .await?;
-    insert_attachments(&mut tx, case.id, next, &attachments, now).await?;
+    insert_attachments(&mut tx, &[(case.id, next, &attachments)], now).await?;
     sqlx::query("UPDATE cases SET reporter_message = NULL WHERE id = $1")
         .bind(case.id)
         .execute(&mut *tx)
