@@ -173,6 +173,67 @@ fn rss_peak_mb(pid: u32) -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// CPU time used so far, in seconds, by every process on the machine, grouped by program
+/// (PostgreSQL's backends together, the broker, each service, this bench), and the machine's
+/// own counters: busy (user + nice + system + irq + softirq) and kernel (system + irq + softirq).
+/// Linux counts in ticks of 1/100 s (USER_HZ).
+fn cpu_snapshot() -> HashMap<String, f64> {
+    const TICK: f64 = 0.01;
+    let mut by = HashMap::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ... utime stime: comm may hold spaces, so split after ')'.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = &stat[open + 1..close];
+        let f: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        let group = match comm {
+            "postgres" => "postgresql",
+            "beam.smp" | "erl_child_setup" | "epmd" | "inet_gethost" => "rabbitmq",
+            "intake" | "verifier" | "distributor" | "sla-monitor" | "lapor-bench" => comm,
+            _ => "other",
+        };
+        *by.entry(group.to_owned()).or_insert(0.0) += (ticks(11) + ticks(12)) * TICK;
+    }
+    if let Some(cpu) = std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| s.lines().next().map(str::to_owned))
+    {
+        let v: Vec<f64> = cpu
+            .split_whitespace()
+            .skip(1)
+            .map(|x| x.parse().unwrap_or(0.0))
+            .collect();
+        let at = |i: usize| v.get(i).copied().unwrap_or(0.0) * TICK;
+        by.insert("machine busy".into(), at(0) + at(1) + at(2) + at(5) + at(6));
+        by.insert("machine kernel".into(), at(2) + at(5) + at(6));
+    }
+    by
+}
+
+/// CPU milliseconds per complaint between two snapshots, by group.
+fn cpu_per_complaint(
+    before: &HashMap<String, f64>,
+    after: &HashMap<String, f64>,
+    complaints: usize,
+) -> serde_json::Map<String, Value> {
+    let mut out = serde_json::Map::new();
+    let mut keys: Vec<&String> = after.keys().collect();
+    keys.sort();
+    for k in keys {
+        let used = after[k] - before.get(k).copied().unwrap_or(0.0);
+        out.insert(
+            k.clone(),
+            json!((used * 1000.0 / complaints as f64 * 100.0).round() / 100.0),
+        );
+    }
+    out
+}
+
 /// Arrival times of assignee deliveries on the unit's queue, by tracking id.
 type Arrivals = Arc<Mutex<HashMap<String, Instant>>>;
 
@@ -435,6 +496,7 @@ async fn main() -> anyhow::Result<()> {
     let janitor = autovacuum_stand_in(&db_url).await?;
 
     eprintln!("pipeline: {n} complaints, {concurrency} at a time...");
+    let cpu_before = cpu_snapshot();
     let start = Instant::now();
     let tag = format!("bench-{run}");
     let ids: Vec<String> = futures::stream::iter(0..n)
@@ -447,6 +509,7 @@ async fn main() -> anyhow::Result<()> {
         .await
         .ok_or_else(|| anyhow::anyhow!("not every complaint reached its unit"))?;
     let pipeline = n as f64 / (last - start).as_secs_f64();
+    let cpu = cpu_per_complaint(&cpu_before, &cpu_snapshot(), n);
     eprintln!(
         "  {pipeline:.0} complaints/s to the unit queue ({:.0}/s accepted over HTTP)",
         n as f64 / accepted_secs
@@ -460,6 +523,7 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("latency at {rate:.0} complaints/s ({count} complaints)...");
     let interval = Duration::from_secs_f64(1.0 / rate);
     let sent = Arc::new(Mutex::new(Vec::with_capacity(count)));
+    let cpu_before = cpu_snapshot();
     let lat_start = Instant::now();
     let mut tasks = Vec::with_capacity(count);
     for i in 0..count {
@@ -480,6 +544,7 @@ async fn main() -> anyhow::Result<()> {
     wait_all(&arrivals, &lat_ids, Duration::from_secs(120))
         .await
         .ok_or_else(|| anyhow::anyhow!("latency run incomplete"))?;
+    let cpu_half = cpu_per_complaint(&cpu_before, &cpu_snapshot(), count);
     let mut lat: Vec<f64> = {
         let a = arrivals.lock().unwrap();
         sent.iter()
@@ -518,6 +583,9 @@ async fn main() -> anyhow::Result<()> {
         "pipeline_vs_broker_hop": (pipeline / hop * 1000.0).round() / 1000.0,
         "latency_ms": { "offered_per_s": rate.round(), "p50": (p50 * 10.0).round() / 10.0, "p95": (p95 * 10.0).round() / 10.0, "p99": (p99 * 10.0).round() / 10.0 },
         "rss_mb": rss,
+        // Where the machine's time went during the pipeline phase (ms of CPU per complaint).
+        "cpu_ms_per_complaint": cpu,
+        "cpu_ms_per_complaint_at_half_load": cpu_half,
     });
     std::fs::create_dir_all("target/bench")?;
     std::fs::write(
@@ -552,6 +620,18 @@ async fn main() -> anyhow::Result<()> {
     );
     for (k, v) in &rss {
         println!("{:<34} {:>12}", format!("peak RSS {k} (MiB)"), v);
+    }
+    println!(
+        "{:<34} {:>12} {:>12}",
+        "CPU ms per complaint", "maximum", "half load"
+    );
+    for (k, v) in &cpu {
+        println!(
+            "{:<34} {:>12} {:>12}",
+            format!("  {k}"),
+            v,
+            cpu_half.get(k).unwrap_or(&Value::Null)
+        );
     }
     println!("(target/bench/results.json)");
     if std::env::var("BENCH_KEEP").is_ok_and(|v| v == "1") {
