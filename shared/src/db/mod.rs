@@ -22,6 +22,11 @@ pub async fn connect(settings: &DatabaseSettings, app_id: &str) -> anyhow::Resul
         .context("database.url")?
         // Names the outbox rows this service writes (see outbox::claim).
         .application_name(app_id)
+        // Every hot statement is prepared once per connection and executed with arrays of a
+        // batch's values. Left to itself, PostgreSQL plans such a statement again on every
+        // execution (a custom plan per array looks cheaper than the generic one), which was a
+        // quarter of its CPU under load. No query here depends on its values for its plan.
+        .options([("plan_cache_mode", "force_generic_plan")])
         .log_statements(tracing::log::LevelFilter::Trace)
         .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
     if settings.create_if_missing {
