@@ -191,6 +191,40 @@ async fn handed_off_rows_go_out_at_once_and_the_rest_at_the_flush() {
     scratch.remove().await;
 }
 
+/// Published hand-offs are deleted together, a little later; a relay stopped before that
+/// deletes them before its flush, so the flush does not publish them a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_stopping_right_after_a_hand_off_publishes_it_once() {
+    let scratch = Scratch::create().await;
+    let mut settings = scratch.settings.clone();
+    settings.amqp.publish_timeout_ms = 60_000;
+    settings.outbox.poll_interval_ms = 60_000;
+    let (ctx, stop, relay) = start(settings.clone()).await;
+    let (_conn, mut seen) = tap(&ctx).await;
+
+    let sent: Vec<Outgoing> = (0..20).map(|_| message("test.once")).collect();
+    let rows = commit(&ctx, &sent, &[]).await;
+    ctx.handoff.as_ref().unwrap().send(rows);
+    // Stopped as soon as the first is out: well before the published rows are deleted.
+    let mut got = vec![next_id(&mut seen, Duration::from_secs(10)).await];
+    stop.cancel();
+    relay.await.unwrap();
+    while let Ok(id) = tokio::time::timeout(Duration::from_millis(500), async {
+        next_id(&mut seen, Duration::from_secs(10)).await
+    })
+    .await
+    {
+        got.push(id);
+    }
+    got.sort();
+    let mut want: Vec<Uuid> = sent.iter().map(|m| m.message_id).collect();
+    want.sort();
+    assert_eq!(got, want, "each message once, none again from the flush");
+    assert_eq!(outbox_rows(&ctx).await, 0);
+    ctx.pool.close().await;
+    scratch.remove().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_never_handed_over_are_claimed_after_their_grace() {
     let scratch = Scratch::create().await;

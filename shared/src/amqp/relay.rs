@@ -6,8 +6,9 @@
 //!
 //! The relay sleeps on PostgreSQL `LISTEN lapor_outbox` (a trigger notifies on insert), with a
 //! poll interval as the fallback if a notification is lost. It also publishes the rows its own
-//! service's producers hand it after their commits ([`outbox::Handoff`]), then deletes them;
-//! rows it cannot publish that way are claimed after their `publish_after` like any other.
+//! service's producers hand it after their commits ([`outbox::Handoff`]), and deletes those
+//! every 100 ms, together; rows it cannot publish that way are claimed after their
+//! `publish_after` like any other.
 
 use super::publish::{PublishError, Publisher};
 use super::topology::Topology;
@@ -144,14 +145,15 @@ pub(crate) fn reconnect_backoff() -> impl Iterator<Item = Duration> {
         .build()
 }
 
-/// Publishes rows a producer handed over after its commit, then deletes them. Rows handed
-/// over longer ago than half their grace are left to the claims, which may already have them.
+/// Publishes rows a producer handed over after its commit, and notes them for deletion. Rows
+/// handed over longer ago than half their grace are left to the claims, which may already
+/// have them.
 async fn publish_handed_off(
-    pool: &PgPool,
     publisher: &Publisher,
     handoff: &outbox::Handoff,
     first: outbox::HandedOff,
     batch: usize,
+    published: &mut Published,
 ) -> Result<(), RelayError> {
     let fresh = |h: &outbox::HandedOff| h.at.elapsed() < handoff.grace() / 2;
     let mut rows = Vec::new();
@@ -170,11 +172,47 @@ async fn publish_handed_off(
         return Ok(());
     }
     publisher.publish_rows(&rows).await?;
-    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-    let mut conn = pool.acquire().await?;
-    outbox::delete(&mut conn, &ids).await?;
     metrics::counter!("lapor_outbox_published_total").increment(rows.len() as u64);
+    published.add(rows.iter().map(|r| r.id));
     Ok(())
+}
+
+/// Handed-off rows already published, deleted together: one statement (and one commit) per
+/// `DELETE_EVERY` instead of one per round of confirms, which under light load is one per
+/// message. Until their `publish_after` no claim takes them, and they are deleted long
+/// before it; if this relay dies first, they are published again under the same ids after
+/// it, which consumers absorb.
+#[derive(Default)]
+struct Published {
+    ids: Vec<i64>,
+    since: Option<tokio::time::Instant>,
+}
+
+const DELETE_EVERY: Duration = Duration::from_millis(100);
+
+impl Published {
+    fn add(&mut self, ids: impl Iterator<Item = i64>) {
+        self.ids.extend(ids);
+        self.since.get_or_insert_with(tokio::time::Instant::now);
+    }
+
+    /// When the ids waiting must be deleted (never, while none wait).
+    async fn due(&self) {
+        match self.since {
+            Some(t) => tokio::time::sleep_until(t + DELETE_EVERY).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    async fn delete(&mut self, pool: &PgPool) -> Result<(), RelayError> {
+        if !self.ids.is_empty() {
+            let mut conn = pool.acquire().await?;
+            outbox::delete(&mut conn, &self.ids).await?;
+        }
+        self.ids.clear();
+        self.since = None;
+        Ok(())
+    }
 }
 
 async fn session(
@@ -201,10 +239,13 @@ async fn session(
             None => std::future::pending().await,
         }
     };
+    let mut published = Published::default();
     loop {
         if shutdown.is_cancelled() {
             // Flush: whatever the last transactions wrote goes out before we exit, handed
-            // off or not (this process's producers have stopped).
+            // off or not (this process's producers have stopped). What is already published
+            // goes first, so that the flush does not publish it again.
+            published.delete(pool).await?;
             while relay_once(pool, &publisher, outbox::Claim::Flush(app_id), batch).await? > 0 {}
             conn.close(200, "shutting down".into()).await.ok();
             return Ok(());
@@ -226,9 +267,10 @@ async fn session(
                 }
                 h = handed_off() => {
                     if let Some(handoff) = w.handoff {
-                        publish_handed_off(pool, &publisher, handoff, h, batch as usize).await?;
+                        publish_handed_off(&publisher, handoff, h, batch as usize, &mut published).await?;
                     }
                 }
+                _ = published.due() => published.delete(pool).await?,
                 _ = tokio::time::sleep_until(next_poll) => {
                     next_poll = tokio::time::Instant::now() + poll;
                     break outbox::Claim::OwnAndStale(app_id);
