@@ -460,8 +460,8 @@ impl VerifyHandler {
         })
     }
 
-    /// Writes the verdicts of a batch: one statement per table, then the deadlines of the
-    /// verified cases.
+    /// Writes the verdicts of a batch: one statement for the decisions and the cases, one
+    /// for the timeline, then the deadlines of the verified cases.
     async fn write(
         &self,
         tx: &mut PgConnection,
@@ -476,50 +476,30 @@ impl VerifyHandler {
                     .map(|(c, a)| (w.update.id, c, a.as_str()))
             })
             .collect();
-        if !decisions.is_empty() {
-            let ids: Vec<Uuid> = decisions.iter().map(|d| d.0).collect();
-            let actors: Vec<&str> = decisions.iter().map(|d| d.2).collect();
-            let kinds: Vec<&str> = decisions.iter().map(|d| d.1.kind.as_str()).collect();
-            let how: Vec<&str> = decisions
-                .iter()
-                .map(|d| match d.1.decision {
-                    Decision::Auto => "auto",
-                    Decision::ManualReview => "manual_review",
-                })
-                .collect();
-            let in_scope: Vec<bool> = decisions.iter().map(|d| d.1.in_scope).collect();
-            let categories: Vec<Option<&str>> = decisions
-                .iter()
-                .map(|d| d.1.category.map(|c| c.as_str()))
-                .collect();
-            let confidence: Vec<f32> = decisions.iter().map(|d| d.1.confidence as f32).collect();
-            let evidence: Vec<serde_json::Value> = decisions
-                .iter()
-                .map(|d| serde_json::to_value(&d.1.evidence).unwrap_or_default())
-                .collect();
-            let notes: Vec<Option<String>> = decisions
-                .iter()
-                .map(|d| (!d.1.review_reasons.is_empty()).then(|| d.1.review_reasons.join("; ")))
-                .collect();
-            sqlx::query(
-                "INSERT INTO case_decisions (case_id, at, actor, decision, kind, in_scope, category, needs_followup, confidence, evidence, note)
-                 SELECT c, $2, a, d, k, s, g, NULL, f, e, n
-                 FROM UNNEST($1::uuid[], $3::text[], $4::text[], $5::text[], $6::bool[], $7::text[], $8::real[], $9::jsonb[], $10::text[])
-                      AS t(c, a, d, k, s, g, f, e, n)",
-            )
-            .bind(&ids)
-            .bind(now)
-            .bind(&actors)
-            .bind(&how)
-            .bind(&kinds)
-            .bind(&in_scope)
-            .bind(&categories)
-            .bind(&confidence)
-            .bind(&evidence)
-            .bind(&notes)
-            .execute(&mut *tx)
-            .await?;
-        }
+        let d_ids: Vec<Uuid> = decisions.iter().map(|d| d.0).collect();
+        let d_actors: Vec<&str> = decisions.iter().map(|d| d.2).collect();
+        let d_kinds: Vec<&str> = decisions.iter().map(|d| d.1.kind.as_str()).collect();
+        let d_how: Vec<&str> = decisions
+            .iter()
+            .map(|d| match d.1.decision {
+                Decision::Auto => "auto",
+                Decision::ManualReview => "manual_review",
+            })
+            .collect();
+        let d_in_scope: Vec<bool> = decisions.iter().map(|d| d.1.in_scope).collect();
+        let d_categories: Vec<Option<&str>> = decisions
+            .iter()
+            .map(|d| d.1.category.map(|c| c.as_str()))
+            .collect();
+        let d_confidence: Vec<f32> = decisions.iter().map(|d| d.1.confidence as f32).collect();
+        let d_evidence: Vec<serde_json::Value> = decisions
+            .iter()
+            .map(|d| serde_json::to_value(&d.1.evidence).unwrap_or_default())
+            .collect();
+        let d_notes: Vec<Option<String>> = decisions
+            .iter()
+            .map(|d| (!d.1.review_reasons.is_empty()).then(|| d.1.review_reasons.join("; ")))
+            .collect();
 
         let updates: Vec<&CaseUpdate> = written.iter().map(|(_, w)| &w.update).collect();
         let ids: Vec<Uuid> = updates.iter().map(|u| u.id).collect();
@@ -546,9 +526,15 @@ impl VerifyHandler {
             .iter()
             .map(|u| u.decided.as_ref().map(|d| d.needs_followup))
             .collect();
-        // A verdict without a decision (duplicate, review) keeps what the case had.
+        // The decisions and the cases in one statement. A verdict without a decision
+        // (duplicate, review) keeps what the case had.
         sqlx::query(
-            "UPDATE cases c SET status = t.status, updated_at = $1, reporter_message = t.message,
+            "WITH d AS (
+               INSERT INTO case_decisions (case_id, at, actor, decision, kind, in_scope, category, needs_followup, confidence, evidence, note)
+               SELECT c, $1, a, d, k, s, g, NULL, f, e, n
+               FROM UNNEST($10::uuid[], $11::text[], $12::text[], $13::text[], $14::bool[], $15::text[], $16::real[], $17::jsonb[], $18::text[])
+                    AS t(c, a, d, k, s, g, f, e, n))
+             UPDATE cases c SET status = t.status, updated_at = $1, reporter_message = t.message,
                     duplicate_of = COALESCE(t.dup, c.duplicate_of),
                     kind = COALESCE(t.kind, c.kind), in_scope = COALESCE(t.in_scope, c.in_scope),
                     category = CASE WHEN t.kind IS NULL THEN c.category ELSE t.category END,
@@ -566,6 +552,15 @@ impl VerifyHandler {
         .bind(&in_scope)
         .bind(&categories)
         .bind(&followup)
+        .bind(&d_ids)
+        .bind(&d_actors)
+        .bind(&d_how)
+        .bind(&d_kinds)
+        .bind(&d_in_scope)
+        .bind(&d_categories)
+        .bind(&d_confidence)
+        .bind(&d_evidence)
+        .bind(&d_notes)
         .execute(&mut *tx)
         .await?;
 
