@@ -91,16 +91,35 @@ pub async fn deliver_many(
                 .message("routed", &[("unit", &unit_name)])
         })
         .collect();
-    // Holder, message and status in one update.
-    sqlx::query(
-        "UPDATE cases c SET holder_unit = t.holder, reporter_message = t.message, status = 'routed', updated_at = $1
-         FROM UNNEST($2::uuid[], $3::text[], $4::text[]) AS t(id, holder, message) WHERE c.id = t.id",
+    // Every recipient of every case, and how many deliveries each already had: the next
+    // one's sequence number makes its message id. Counted in the statement that sets the
+    // cases' holder, message and status.
+    let recipients: Vec<(usize, &UnitCode, Role)> = handovers
+        .iter()
+        .enumerate()
+        .flat_map(|(i, h)| {
+            std::iter::once((i, h.assignee, Role::Assignee))
+                .chain(h.tembusan.iter().map(move |u| (i, u, Role::Tembusan)))
+        })
+        .collect();
+    let case_ids: Vec<Uuid> = recipients.iter().map(|r| handovers[r.0].case.id).collect();
+    let units: Vec<&str> = recipients.iter().map(|r| r.1.as_str()).collect();
+    let roles: Vec<&str> = recipients.iter().map(|r| r.2.as_str()).collect();
+    let previous: Vec<i64> = sqlx::query_scalar(
+        "WITH u AS (
+           UPDATE cases c SET holder_unit = t.holder, reporter_message = t.message, status = 'routed', updated_at = $1
+           FROM UNNEST($2::uuid[], $3::text[], $4::text[]) AS t(id, holder, message) WHERE c.id = t.id)
+         SELECT (SELECT count(*) FROM assignments a WHERE a.case_id = r.case_id AND a.unit = r.unit AND a.role = r.role)
+         FROM UNNEST($5::uuid[], $6::text[], $7::text[]) WITH ORDINALITY AS r(case_id, unit, role, ord) ORDER BY r.ord",
     )
     .bind(now)
     .bind(&ids)
     .bind(&holders)
     .bind(&messages)
-    .execute(&mut *tx)
+    .bind(&case_ids)
+    .bind(&units)
+    .bind(&roles)
+    .fetch_all(&mut *tx)
     .await?;
     // The first routing has no earlier assignee to retire.
     let moved: Vec<Uuid> = handovers
@@ -147,28 +166,6 @@ pub async fn deliver_many(
         })
         .collect();
 
-    // Every recipient of every case, and how many deliveries each already had, in one query:
-    // the next one's sequence number makes its message id.
-    let recipients: Vec<(usize, &UnitCode, Role)> = handovers
-        .iter()
-        .enumerate()
-        .flat_map(|(i, h)| {
-            std::iter::once((i, h.assignee, Role::Assignee))
-                .chain(h.tembusan.iter().map(move |u| (i, u, Role::Tembusan)))
-        })
-        .collect();
-    let case_ids: Vec<Uuid> = recipients.iter().map(|r| handovers[r.0].case.id).collect();
-    let units: Vec<&str> = recipients.iter().map(|r| r.1.as_str()).collect();
-    let roles: Vec<&str> = recipients.iter().map(|r| r.2.as_str()).collect();
-    let previous: Vec<i64> = sqlx::query_scalar(
-        "SELECT (SELECT count(*) FROM assignments a WHERE a.case_id = r.case_id AND a.unit = r.unit AND a.role = r.role)
-         FROM UNNEST($1::uuid[], $2::text[], $3::text[]) WITH ORDINALITY AS r(case_id, unit, role, ord) ORDER BY r.ord",
-    )
-    .bind(&case_ids)
-    .bind(&units)
-    .bind(&roles)
-    .fetch_all(&mut *tx)
-    .await?;
     let mut outgoing = Vec::with_capacity(recipients.len());
     let mut message_ids = Vec::with_capacity(recipients.len());
     for ((i, unit, role), prev) in recipients.iter().zip(previous) {
