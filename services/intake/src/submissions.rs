@@ -182,8 +182,14 @@ async fn store(ctx: &Context, submissions: &[&Submission]) -> anyhow::Result<Vec
     let expected_keys = keys.iter().flatten().count();
 
     let mut tx = ctx.pool.begin().await?;
-    // One statement for the three tables: the identity rows and keys reference cases
-    // inserted by the same statement, which foreign keys accept (they are checked at its end).
+    // One statement for the four tables: the identity rows, attachments and keys reference
+    // cases inserted by the same statement, which foreign keys accept (they are checked at
+    // its end).
+    let attachments: Vec<(Uuid, i32, &Attachment)> = ids
+        .iter()
+        .zip(&c)
+        .flat_map(|(id, c)| (0..).zip(&c.attachments).map(move |(p, a)| (*id, p, a)))
+        .collect();
     let keys_written: i64 = sqlx::query_scalar(
         "WITH input AS (
            SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
@@ -201,6 +207,10 @@ async fn store(ctx: &Context, submissions: &[&Submission]) -> anyhow::Result<Vec
          i AS (
            INSERT INTO case_identity (case_id, name, nik, phone, email, address, kk_number, location_address)
            SELECT id, name, nik, phone, email, address, kk, location_address FROM input),
+         a AS (
+           INSERT INTO case_attachments (case_id, position, kind, url, sha256, added_at)
+           SELECT c, p, k, u, h, $13 FROM UNNEST($23::uuid[], $24::int[], $25::text[], $26::text[], $27::text[])
+             AS t(c, p, k, u, h)),
          k AS (
            INSERT INTO idempotency_keys (key, request_sha256, case_id, created_at)
            SELECT key, hash, id, $13 FROM input WHERE key IS NOT NULL
@@ -238,6 +248,11 @@ async fn store(ctx: &Context, submissions: &[&Submission]) -> anyhow::Result<Vec
     .bind(c.iter().map(|c| c.location.address.as_deref()).collect::<Vec<_>>())
     .bind(&keys)
     .bind(submissions.iter().map(|s| s.request_hash.as_slice()).collect::<Vec<_>>())
+    .bind(attachments.iter().map(|a| a.0).collect::<Vec<_>>())
+    .bind(attachments.iter().map(|a| a.1).collect::<Vec<_>>())
+    .bind(attachments.iter().map(|a| attachment_kind(a.2)).collect::<Vec<_>>())
+    .bind(attachments.iter().map(|a| a.2.url.as_str()).collect::<Vec<_>>())
+    .bind(attachments.iter().map(|a| a.2.sha256.as_str()).collect::<Vec<_>>())
     .fetch_one(&mut *tx)
     .await?;
     if keys_written as usize != expected_keys {
@@ -247,12 +262,6 @@ async fn store(ctx: &Context, submissions: &[&Submission]) -> anyhow::Result<Vec
         }
         anyhow::bail!("an idempotency key of the group is already taken");
     }
-    let attachments: Vec<(Uuid, i32, &[Attachment])> = ids
-        .iter()
-        .zip(&c)
-        .map(|(id, c)| (*id, 0, c.attachments.as_slice()))
-        .collect();
-    insert_attachments(&mut tx, &attachments, now).await?;
     let entries: Vec<Entry<'_>> = ids
         .iter()
         .zip(&tids)
@@ -279,8 +288,16 @@ async fn store(ctx: &Context, submissions: &[&Submission]) -> anyhow::Result<Vec
     Ok(tids.into_iter().map(Created::New).collect())
 }
 
-/// Adds attachments to cases, each case's numbered from its given first position, in one
-/// statement.
+/// An attachment's kind as stored: its wire code.
+fn attachment_kind(a: &Attachment) -> String {
+    serde_json::to_value(a.kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// Adds attachments to cases (a supplement's to its case), each case's numbered from its given
+/// first position, in one statement.
 pub async fn insert_attachments(
     conn: &mut sqlx::PgConnection,
     attachments: &[(Uuid, i32, &[Attachment])],
@@ -294,14 +311,7 @@ pub async fn insert_attachments(
     if all().next().is_none() {
         return Ok(());
     }
-    let kinds: Vec<String> = all()
-        .map(|(_, _, a)| {
-            serde_json::to_value(a.kind)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default()
-        })
-        .collect();
+    let kinds: Vec<String> = all().map(|(_, _, a)| attachment_kind(a)).collect();
     sqlx::query(
         "INSERT INTO case_attachments (case_id, position, kind, url, sha256, added_at)
          SELECT c, p, k, u, h, $6 FROM UNNEST($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[]) AS t(c, p, k, u, h)",
