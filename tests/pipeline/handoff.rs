@@ -124,6 +124,17 @@ async fn start(settings: Settings) -> (Context, CancellationToken, tokio::task::
     (ctx, stop, relay)
 }
 
+/// A relay that only the hand-off can make publish within a test's patience: a grace of
+/// 61 s and a poll once a minute.
+async fn start_handoff_only(
+    scratch: &Scratch,
+) -> (Context, CancellationToken, tokio::task::JoinHandle<()>) {
+    let mut settings = scratch.settings.clone();
+    settings.amqp.publish_timeout_ms = 60_000;
+    settings.outbox.poll_interval_ms = 60_000;
+    start(settings).await
+}
+
 async fn outbox_rows(ctx: &Context) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM outbox")
         .fetch_one(&ctx.pool)
@@ -134,12 +145,7 @@ async fn outbox_rows(ctx: &Context) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handed_off_rows_go_out_at_once_and_the_rest_at_the_flush() {
     let scratch = Scratch::create().await;
-    let mut settings = scratch.settings.clone();
-    // Neither a claim nor the poll could publish within the test's patience: a grace of
-    // 61 s and a poll once a minute. Only the hand-off can.
-    settings.amqp.publish_timeout_ms = 60_000;
-    settings.outbox.poll_interval_ms = 60_000;
-    let (ctx, stop, relay) = start(settings.clone()).await;
+    let (ctx, stop, relay) = start_handoff_only(&scratch).await;
     let (_conn, mut seen) = tap(&ctx).await;
 
     let kept = [message("test.kept")];
@@ -196,10 +202,7 @@ async fn handed_off_rows_go_out_at_once_and_the_rest_at_the_flush() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_stopping_right_after_a_hand_off_publishes_it_once() {
     let scratch = Scratch::create().await;
-    let mut settings = scratch.settings.clone();
-    settings.amqp.publish_timeout_ms = 60_000;
-    settings.outbox.poll_interval_ms = 60_000;
-    let (ctx, stop, relay) = start(settings.clone()).await;
+    let (ctx, stop, relay) = start_handoff_only(&scratch).await;
     let (_conn, mut seen) = tap(&ctx).await;
 
     let sent: Vec<Outgoing> = (0..20).map(|_| message("test.once")).collect();
