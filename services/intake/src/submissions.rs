@@ -10,6 +10,7 @@
 
 use crate::submission::NewComplaint;
 use chrono::{DateTime, Utc};
+use lapor_shared::db::outbox;
 use lapor_shared::domain::{CaseStatus, TrackingId};
 use lapor_shared::messages::Attachment;
 use lapor_shared::privacy;
@@ -156,17 +157,7 @@ async fn store_and_hand_off(
     ctx: &Context,
     submissions: &[&Submission],
 ) -> anyhow::Result<Vec<Created>> {
-    let Some(handoff) = &ctx.handoff else {
-        return store(ctx, submissions).await;
-    };
-    let (created, rows) = handoff.collecting(store(ctx, submissions)).await;
-    if created
-        .as_ref()
-        .is_ok_and(|c| c.iter().any(|c| matches!(c, Created::New(_))))
-    {
-        handoff.send(rows);
-    }
-    created
+    outbox::handing_off(ctx.handoff.as_ref(), store(ctx, submissions)).await
 }
 
 /// Stores the cases, their reporters' identities, attachments and idempotency keys, their
@@ -177,7 +168,7 @@ async fn store(ctx: &Context, submissions: &[&Submission]) -> anyhow::Result<Vec
     let ids: Vec<Uuid> = submissions.iter().map(|_| Uuid::now_v7()).collect();
     let tids: Vec<TrackingId> = submissions.iter().map(|_| TrackingId::generate()).collect();
     let c: Vec<&NewComplaint> = submissions.iter().map(|s| &s.complaint).collect();
-    let key = ctx.settings.privacy.pseudonym_key.expose();
+    let pseudonym_key = ctx.settings.privacy.pseudonym_key.expose();
     let keys: Vec<Option<&str>> = submissions.iter().map(|s| s.key.as_deref()).collect();
     let expected_keys = keys.iter().flatten().count();
 
@@ -235,7 +226,7 @@ async fn store(ctx: &Context, submissions: &[&Submission]) -> anyhow::Result<Vec
     .bind(c.iter().map(|c| c.lapor_tracking_id.as_deref()).collect::<Vec<_>>())
     .bind(
         c.iter()
-            .map(|c| privacy::pseudonym(key, c.reporter.nik.expose()))
+            .map(|c| privacy::pseudonym(pseudonym_key, c.reporter.nik.expose()))
             .collect::<Vec<_>>(),
     )
     .bind(now)

@@ -262,16 +262,11 @@ async fn attempt<H: BatchHandler>(
     c: &Consumer<H>,
     msgs: &[&Incoming],
 ) -> Result<Vec<Outcome>, HandleError> {
-    let Some(handoff) = &c.handoff else {
-        return transact(c.handler.as_ref(), &c.pool, msgs).await;
-    };
-    let (result, rows) = handoff
-        .collecting(transact(c.handler.as_ref(), &c.pool, msgs))
-        .await;
-    if result.is_ok() {
-        handoff.send(rows);
-    }
-    result
+    outbox::handing_off(
+        c.handoff.as_ref(),
+        transact(c.handler.as_ref(), &c.pool, msgs),
+    )
+    .await
 }
 
 /// One transaction for the batch: inbox, handler, parking of what the handler refused. `Ok`

@@ -100,6 +100,23 @@ impl Handoff {
     }
 }
 
+/// Runs `f`, a transaction that returns `Ok` only once it has committed, and hands the rows it
+/// enqueued to the relay if it did (dropping them if it did not). Without a hand-off, just
+/// runs it.
+pub async fn handing_off<T, E>(
+    handoff: Option<&Handoff>,
+    f: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    let Some(handoff) = handoff else {
+        return f.await;
+    };
+    let (result, rows) = handoff.collecting(f).await;
+    if result.is_ok() {
+        handoff.send(rows);
+    }
+    result
+}
+
 /// How many rows the enclosing [`Handoff::collecting`] holds (0 outside one): a mark to roll
 /// back to with [`forget_collected_after`].
 pub fn collected() -> usize {
