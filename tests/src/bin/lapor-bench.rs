@@ -13,7 +13,9 @@
 //! binary), one of each. Writes target/bench/results.json and prints a table.
 //!
 //! For profiling: BENCH_RATE fixes the offered rate of step 4, BENCH_LATENCY_SECS its length
-//! (10 s), BENCH_KEEP=1 keeps the database and vhost of the run for inspection.
+//! (10 s), BENCH_KEEP=1 keeps the database and vhost of the run for inspection, and
+//! BENCH_TRACE=file.csv writes each step-4 complaint's POST, answer and arrival times (wall
+//! clock, µs) to set beside its timeline in the kept database (BENCHMARKS.md shows the query).
 
 #![allow(clippy::unwrap_used)]
 
@@ -30,6 +32,7 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
@@ -322,7 +325,14 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// every 2 s, each table with more dead or changed rows than autovacuum's thresholds (the
 /// server's defaults, or the table's own settings) is vacuumed or analysed.
 async fn autovacuum_stand_in(db_url: &str) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
-    let pool = sqlx::PgPool::connect(db_url).await?;
+    // Paced as autovacuum paces itself (its defaults: a 2 ms rest after every 200 units of
+    // work); a manual VACUUM is not paced at all, and its bursts would show in the latency.
+    let options = sqlx::postgres::PgConnectOptions::from_str(db_url)?
+        .options([("vacuum_cost_delay", "2ms"), ("vacuum_cost_limit", "200")]);
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await?;
     let on: String = sqlx::query_scalar("SHOW autovacuum")
         .fetch_one(&pool)
         .await?;
@@ -361,11 +371,15 @@ async fn autovacuum_stand_in(db_url: &str) -> anyhow::Result<Option<tokio::task:
                 } else {
                     format!("ANALYZE \"{table}\"")
                 };
+                let began = Instant::now();
                 if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
                     .execute(&pool)
                     .await
                 {
                     eprintln!("  {sql} failed: {e}");
+                }
+                if std::env::var_os("BENCH_TRACE").is_some() {
+                    eprintln!("  {sql}: {:.0?}", began.elapsed());
                 }
             }
             tokio::time::sleep(Duration::from_secs(2)).await;
@@ -533,14 +547,14 @@ async fn main() -> anyhow::Result<()> {
         tasks.push(tokio::spawn(async move {
             let t0 = Instant::now();
             let tid = post(&http, &url, i, &format!("latency-{run}")).await;
-            sent.lock().unwrap().push((tid, t0));
+            sent.lock().unwrap().push((tid, t0, Instant::now()));
         }));
     }
     for t in tasks {
         t.await?;
     }
     let sent = sent.lock().unwrap().clone();
-    let lat_ids: Vec<String> = sent.iter().map(|(t, _)| t.clone()).collect();
+    let lat_ids: Vec<String> = sent.iter().map(|(t, _, _)| t.clone()).collect();
     wait_all(&arrivals, &lat_ids, Duration::from_secs(120))
         .await
         .ok_or_else(|| anyhow::anyhow!("latency run incomplete"))?;
@@ -548,9 +562,28 @@ async fn main() -> anyhow::Result<()> {
     let mut lat: Vec<f64> = {
         let a = arrivals.lock().unwrap();
         sent.iter()
-            .map(|(t, t0)| (a[t] - *t0).as_secs_f64() * 1000.0)
+            .map(|(t, t0, _)| (a[t] - *t0).as_secs_f64() * 1000.0)
             .collect()
     };
+    // For profiling: each complaint's POST, answer and arrival on the unit's queue, as wall
+    // clock microseconds, to set beside its timeline in the kept database.
+    if let Ok(path) = std::env::var("BENCH_TRACE") {
+        let a = arrivals.lock().unwrap();
+        let wall = |t: Instant| {
+            let now = (std::time::SystemTime::now(), Instant::now());
+            let d = now.1.saturating_duration_since(t);
+            now.0
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_micros() as i128
+                - d.as_micros() as i128
+        };
+        let mut out = String::from("tracking_id,posted_us,answered_us,arrived_us\n");
+        for (t, t0, t1) in &sent {
+            out.push_str(&format!("{t},{},{},{}\n", wall(*t0), wall(*t1), wall(a[t])));
+        }
+        std::fs::write(&path, out)?;
+    }
     lat.sort_by(f64::total_cmp);
     let (p50, p95, p99) = (
         percentile(&lat, 0.5),
