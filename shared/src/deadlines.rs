@@ -49,15 +49,25 @@ pub async fn store_clock(
     policy: &Policy,
     now: DateTime<Utc>,
 ) -> sqlx::Result<Option<Clock>> {
-    let mut clocks = store_clocks(conn, &[(case_id, steps)], reference, policy, now).await?;
+    let mut clocks = store_clocks(
+        conn,
+        &[(case_id, steps)],
+        &HashMap::new(),
+        reference,
+        policy,
+        now,
+    )
+    .await?;
     Ok(clocks.remove(&case_id).flatten())
 }
 
-/// [`store_clock`] for many cases, in at most three statements: the notices already sent,
-/// the rows removed, the rows written. Each case appears once in `timelines`.
+/// [`store_clock`] for many cases, in at most three statements: the notices already sent
+/// (for the cases `known` lacks: it holds every notice sent for each case it names), the
+/// rows removed, the rows written. Each case appears once in `timelines`.
 pub async fn store_clocks(
     conn: &mut PgConnection,
     timelines: &[(Uuid, &[Step])],
+    known: &HashMap<Uuid, Vec<store::SentNotice>>,
     reference: &ReferenceData,
     policy: &Policy,
     now: DateTime<Utc>,
@@ -83,11 +93,24 @@ pub async fn store_clocks(
             .await?;
     }
 
-    let asked: Vec<(Uuid, &Clock)> = clocks
-        .iter()
-        .filter_map(|(id, c, look)| c.as_ref().filter(|_| *look).map(|c| (*id, c)))
-        .collect();
     let mut sent: HashMap<Uuid, HashSet<String>> = HashMap::new();
+    let mut asked: Vec<(Uuid, &Clock)> = Vec::new();
+    for (id, clock, look) in &clocks {
+        let Some(clock) = clock.as_ref().filter(|_| *look) else {
+            continue;
+        };
+        match known.get(id) {
+            // Only the notices of the clock now running count.
+            Some(notices) => {
+                let of_clock = notices
+                    .iter()
+                    .filter(|n| n.clock == clock.kind.as_str() && n.cycle == clock.cycle as i32)
+                    .map(|n| n.notice.clone());
+                sent.entry(*id).or_default().extend(of_clock);
+            }
+            None => asked.push((*id, clock)),
+        }
+    }
     if !asked.is_empty() {
         let ids: Vec<Uuid> = asked.iter().map(|(id, _)| *id).collect();
         let kinds: Vec<&str> = asked.iter().map(|(_, c)| c.kind.as_str()).collect();
@@ -178,19 +201,28 @@ pub async fn refresh_many(
     policy: &Policy,
     now: DateTime<Utc>,
 ) -> sqlx::Result<HashMap<Uuid, Option<Clock>>> {
-    refresh_from(conn, case_ids, HashMap::new(), reference, policy, now).await
+    refresh_from(
+        conn,
+        case_ids,
+        store::ReadBack::default(),
+        reference,
+        policy,
+        now,
+    )
+    .await
 }
 
-/// [`refresh_many`] with timelines already read (by `store::log_many_reading`): reads only those of
-/// the cases in `case_ids` that `steps` lacks.
+/// [`refresh_many`] with what `store::log_many_reading` read back: reads only the timelines
+/// and notices of the cases in `case_ids` that `read` lacks.
 pub async fn refresh_from(
     conn: &mut PgConnection,
     case_ids: &[Uuid],
-    mut steps: HashMap<Uuid, Vec<Step>>,
+    read: store::ReadBack,
     reference: &ReferenceData,
     policy: &Policy,
     now: DateTime<Utc>,
 ) -> sqlx::Result<HashMap<Uuid, Option<Clock>>> {
+    let store::ReadBack { mut steps, notices } = read;
     let mut ids = case_ids.to_vec();
     ids.sort_unstable();
     ids.dedup();
@@ -206,5 +238,5 @@ pub async fn refresh_from(
         .iter()
         .map(|id| (*id, steps.get(id).map_or(&[][..], Vec::as_slice)))
         .collect();
-    store_clocks(conn, &timelines, reference, policy, now).await
+    store_clocks(conn, &timelines, &notices, reference, policy, now).await
 }

@@ -183,12 +183,12 @@ impl<'a> Entry<'a> {
 
 /// Applies a transition: the case's status, a timeline entry and (usually) the internal event,
 /// all in the caller's transaction.
-/// Returns the case's timeline, the new entry included (see [`log_many`]).
+/// Returns what [`log_many_reading`] reads back.
 pub async fn record(
     conn: &mut PgConnection,
     case: &CaseRow,
     t: &Transition<'_>,
-) -> anyhow::Result<std::collections::HashMap<Uuid, Vec<crate::sla::Step>>> {
+) -> anyhow::Result<ReadBack> {
     sqlx::query("UPDATE cases SET status = $2, updated_at = $3 WHERE id = $1")
         .bind(case.id)
         .bind(t.status.as_str())
@@ -209,17 +209,33 @@ pub async fn log(
     log_many(conn, &[Entry::new(case_id, tracking_id, t.clone())]).await
 }
 
-/// [`log_many`], returning the whole timeline of every case named as the SLA clock reads it,
-/// the new entries included: read by the statement that inserts them, for the deadlines that
-/// follow.
+/// What [`log_many_reading`] reads back about every case it wrote for: the whole timeline as
+/// the SLA clock reads it (the new entries included), and the SLA notices already sent.
+#[derive(Debug, Default)]
+pub struct ReadBack {
+    pub steps: std::collections::HashMap<Uuid, Vec<crate::sla::Step>>,
+    /// Every case read has an entry, empty if nothing was sent for it.
+    pub notices: std::collections::HashMap<Uuid, Vec<SentNotice>>,
+}
+
+/// A notice the SLA monitor sent for a case (`sla_notices`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentNotice {
+    pub clock: String,
+    pub cycle: i32,
+    pub notice: String,
+}
+
+/// [`log_many`], reading back in the same statement what the deadlines that follow need
+/// ([`ReadBack`]).
 pub async fn log_many_reading(
     conn: &mut PgConnection,
     entries: &[Entry<'_>],
-) -> anyhow::Result<std::collections::HashMap<Uuid, Vec<crate::sla::Step>>> {
+) -> anyhow::Result<ReadBack> {
     write_entries(conn, entries, true).await
 }
 
-/// [`log`] for many cases: one statement for the timeline entries and one for the events,
+/// [`log`] for many cases: one statement writes the timeline entries and the events,
 /// whatever the number of entries. Reads nothing back (for writers that do not update
 /// deadlines, such as the monitor's notices).
 pub async fn log_many(conn: &mut PgConnection, entries: &[Entry<'_>]) -> anyhow::Result<()> {
@@ -227,52 +243,37 @@ pub async fn log_many(conn: &mut PgConnection, entries: &[Entry<'_>]) -> anyhow:
     Ok(())
 }
 
+/// A row of [`write_entries`]'s statement: `part` 0 is a timeline entry, 1 an outbox row
+/// written, 2 a notice already sent; the other parts' columns are NULL.
+#[derive(sqlx::FromRow)]
+struct WrittenRow {
+    part: i32,
+    case_id: Option<Uuid>,
+    id: Option<i64>,
+    at: Option<DateTime<Utc>>,
+    event: Option<String>,
+    status: Option<String>,
+    unit: Option<String>,
+    actor: Option<String>,
+    note: Option<String>,
+    message_id: Option<Uuid>,
+    exchange: Option<String>,
+    routing_key: Option<String>,
+    headers: Option<sqlx::types::Json<std::collections::HashMap<String, String>>>,
+    payload: Option<Vec<u8>>,
+    clock: Option<String>,
+    cycle: Option<i32>,
+    notice: Option<String>,
+}
+
 async fn write_entries(
     conn: &mut PgConnection,
     entries: &[Entry<'_>],
-    read_timelines: bool,
-) -> anyhow::Result<std::collections::HashMap<Uuid, Vec<crate::sla::Step>>> {
+    read_back: bool,
+) -> anyhow::Result<ReadBack> {
     if entries.is_empty() {
-        return Ok(Default::default());
+        return Ok(ReadBack::default());
     }
-    let ids: Vec<Uuid> = entries.iter().map(|e| e.case_id).collect();
-    let ats: Vec<DateTime<Utc>> = entries.iter().map(|e| e.t.at).collect();
-    let events: Vec<&str> = entries.iter().map(|e| e.t.event).collect();
-    let statuses: Vec<&str> = entries.iter().map(|e| e.t.status.as_str()).collect();
-    let units: Vec<Option<&str>> = entries
-        .iter()
-        .map(|e| e.t.unit.map(UnitCode::as_str))
-        .collect();
-    let actors: Vec<&str> = entries.iter().map(|e| e.t.actor).collect();
-    let notes: Vec<Option<&str>> = entries.iter().map(|e| e.t.note.as_deref()).collect();
-    // WITH ORDINALITY keeps the given order in the ids, so each case's timeline reads in
-    // the order its entries were recorded. The outer SELECT does not see the rows the CTE
-    // inserts (one snapshot), so it adds them from RETURNING. Without $8 it returns nothing.
-    let rows = sqlx::query_as::<_, TimelineRow>(
-        "WITH new AS (
-           INSERT INTO case_events (case_id, at, event, status, unit, actor, note)
-           SELECT c, a, e, s, u, w, n
-           FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
-                WITH ORDINALITY AS t(c, a, e, s, u, w, n, ord)
-           ORDER BY ord
-           RETURNING case_id, id, at, event, status, unit, actor, note)
-         SELECT case_id, id, at, event, status, unit, actor, note FROM case_events
-         WHERE $8 AND case_id = ANY($1)
-         UNION ALL
-         SELECT case_id, id, at, event, status, unit, actor, note FROM new WHERE $8
-         ORDER BY case_id, id",
-    )
-    .bind(&ids)
-    .bind(&ats)
-    .bind(&events)
-    .bind(&statuses)
-    .bind(&units)
-    .bind(&actors)
-    .bind(&notes)
-    .bind(read_timelines)
-    .fetch_all(&mut *conn)
-    .await?;
-    let steps = steps_by_case(&ids, rows);
     let handoffs: Vec<Outgoing> = entries
         .iter()
         .filter(|e| crate::messages::is_handoff(e.t.event))
@@ -284,8 +285,114 @@ async fn write_entries(
             }
         })
         .collect();
-    outbox::enqueue(conn, &handoffs).await?;
-    Ok(steps)
+    let outgoing = outbox::Columns::new(&handoffs);
+    let ids: Vec<Uuid> = entries.iter().map(|e| e.case_id).collect();
+    let ats: Vec<DateTime<Utc>> = entries.iter().map(|e| e.t.at).collect();
+    let events: Vec<&str> = entries.iter().map(|e| e.t.event).collect();
+    let statuses: Vec<&str> = entries.iter().map(|e| e.t.status.as_str()).collect();
+    let units: Vec<Option<&str>> = entries
+        .iter()
+        .map(|e| e.t.unit.map(UnitCode::as_str))
+        .collect();
+    let actors: Vec<&str> = entries.iter().map(|e| e.t.actor).collect();
+    let notes: Vec<Option<&str>> = entries.iter().map(|e| e.t.note.as_deref()).collect();
+    // One round trip: the entries, the events (as `outbox::enqueue` writes them) and, with
+    // $7, what the deadlines need. WITH ORDINALITY keeps the given order in the ids, so each
+    // case's timeline reads in the order its entries were recorded. The SELECTs do not see
+    // the rows the CTEs insert (one snapshot), so the new entries come from RETURNING. The
+    // outbox rows come back only for a hand-off ($8). Notices are sent by the SLA monitor
+    // under the case's lock, which the caller holds, so none can appear between this read
+    // and the caller's commit.
+    let rows: Vec<WrittenRow> = outgoing
+        .bind(sqlx::query_as(concat!(
+            "WITH ob AS (",
+            crate::outbox_insert!(),
+            "), new AS (
+               INSERT INTO case_events (case_id, at, event, status, unit, actor, note)
+               SELECT c, a, e, s, u, w, n
+               FROM UNNEST($9::uuid[], $10::timestamptz[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[])
+                    WITH ORDINALITY AS t(c, a, e, s, u, w, n, ord)
+               ORDER BY ord
+               RETURNING case_id, id, at, event, status, unit, actor, note)
+             SELECT 0 AS part, case_id, id, at, event, status, unit, actor, note,
+                    NULL::uuid AS message_id, NULL::text AS exchange, NULL::text AS routing_key,
+                    NULL::jsonb AS headers, NULL::bytea AS payload,
+                    NULL::text AS clock, NULL::int4 AS cycle, NULL::text AS notice
+             FROM case_events WHERE $7 AND case_id = ANY($9)
+             UNION ALL
+             SELECT 0, case_id, id, at, event, status, unit, actor, note,
+                    NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+             FROM new WHERE $7
+             UNION ALL
+             SELECT 1, NULL, id, NULL, NULL, NULL, NULL, NULL, NULL,
+                    message_id, exchange, routing_key, headers, payload, NULL, NULL, NULL
+             FROM ob WHERE $8
+             UNION ALL
+             SELECT 2, case_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+                    NULL, NULL, NULL, NULL, NULL, clock, cycle, notice
+             FROM sla_notices WHERE $7 AND case_id = ANY($9)
+             ORDER BY part, case_id, id"
+        )))
+        .bind(read_back)
+        .bind(outgoing.collecting())
+        .bind(&ids)
+        .bind(&ats)
+        .bind(&events)
+        .bind(&statuses)
+        .bind(&units)
+        .bind(&actors)
+        .bind(&notes)
+        .fetch_all(&mut *conn)
+        .await?;
+
+    let mut timeline = Vec::new();
+    let mut written = Vec::new();
+    let mut notices: std::collections::HashMap<Uuid, Vec<SentNotice>> = if read_back {
+        ids.iter().map(|id| (*id, Vec::new())).collect()
+    } else {
+        Default::default()
+    };
+    for r in rows {
+        let broken = || anyhow::anyhow!("the timeline statement returned an incomplete row");
+        match r.part {
+            0 => timeline.push(TimelineRow {
+                case_id: r.case_id.ok_or_else(broken)?,
+                entry: TimelineEntry {
+                    id: r.id.ok_or_else(broken)?,
+                    at: r.at.ok_or_else(broken)?,
+                    event: r.event.ok_or_else(broken)?,
+                    status: r.status.ok_or_else(broken)?,
+                    unit: r.unit,
+                    actor: r.actor.ok_or_else(broken)?,
+                    note: r.note,
+                },
+            }),
+            1 => written.push(outbox::OutboxRow {
+                id: r.id.ok_or_else(broken)?,
+                message_id: r.message_id.ok_or_else(broken)?,
+                exchange: r.exchange.ok_or_else(broken)?,
+                routing_key: r.routing_key.ok_or_else(broken)?,
+                headers: r.headers.ok_or_else(broken)?,
+                payload: r.payload.ok_or_else(broken)?,
+            }),
+            _ => notices
+                .entry(r.case_id.ok_or_else(broken)?)
+                .or_default()
+                .push(SentNotice {
+                    clock: r.clock.ok_or_else(broken)?,
+                    cycle: r.cycle.ok_or_else(broken)?,
+                    notice: r.notice.ok_or_else(broken)?,
+                }),
+        }
+    }
+    outbox::collect(written);
+    if !read_back {
+        return Ok(ReadBack::default());
+    }
+    Ok(ReadBack {
+        steps: steps_by_case(&ids, timeline),
+        notices,
+    })
 }
 
 /// One entry of a case's timeline.

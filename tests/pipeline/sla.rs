@@ -244,3 +244,52 @@ async fn a_new_holiday_moves_the_open_deadlines_once() {
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transition_after_a_reminder_knows_the_reminder_was_sent() {
+    // A consumer that records a transition rewrites the case's deadline row, reading in the
+    // same statement the notices already sent. Were they missed, the next check would fall on
+    // the reminder already sent, in the past.
+    let (clock, options) = manual("2026-12-07T09:00:00+07:00");
+    let app = TestApp::spawn_with(options).await;
+    let tid = app
+        .submit(&complaint(
+            "Bantuan PKH kami belum cair sejak tiga bulan, mohon ditindaklanjuti.",
+        ))
+        .await;
+    app.next_for_unit("LINJAMSOS").await;
+    app.settle().await;
+    let now = t("2026-12-10T12:00:00+07:00");
+    clock.set(now);
+    assert_eq!(app.sweep().await.notices, 1);
+    let case_id = app.case_id(&tid).await;
+    let next_check = || async {
+        sqlx::query_scalar::<_, DateTime<Utc>>(
+            "SELECT next_check_at FROM case_deadlines WHERE case_id = $1",
+        )
+        .bind(case_id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+    };
+    let after_sweep = next_check().await;
+    assert!(
+        after_sweep > now,
+        "the sweep set the next check to the next notice"
+    );
+
+    app.followup("LINJAMSOS", &tid, "acknowledged", None, None)
+        .await;
+    app.wait_count(
+        "SELECT count(*) FROM case_events WHERE event = 'acknowledged'",
+        1,
+    )
+    .await;
+    assert_eq!(
+        next_check().await,
+        after_sweep,
+        "the acknowledgement keeps the next check after the reminder it knows was sent"
+    );
+    assert_eq!(app.sweep().await.notices, 0);
+    app.stop().await;
+}

@@ -172,56 +172,93 @@ pub struct OutboxRow {
     pub payload: Vec<u8>,
 }
 
-/// Adds messages to the outbox inside the caller's transaction, in one statement; each keeps
-/// the trace context it was built in.
-pub async fn enqueue(conn: &mut PgConnection, messages: &[Outgoing]) -> sqlx::Result<()> {
-    if messages.is_empty() {
-        return Ok(());
+/// Messages to add to the outbox, as the array parameters of one `INSERT`: `$n` message
+/// ids, `$n+1` exchanges, `$n+2` routing keys, `$n+3` headers (the trace context each was
+/// built in), `$n+4` payloads, and `$n+5` how many seconds to leave them to the producer
+/// ([`Handoff::collecting`]'s grace, 0 outside one: at once, with a notification).
+pub struct Columns<'a> {
+    ids: Vec<Uuid>,
+    exchanges: Vec<&'a str>,
+    keys: Vec<&'a str>,
+    headers: Vec<serde_json::Value>,
+    payloads: Vec<&'a [u8]>,
+    grace_secs: f64,
+    collecting: bool,
+}
+
+impl<'a> Columns<'a> {
+    pub fn new(messages: &'a [Outgoing]) -> Self {
+        let grace = COLLECTING.try_with(|c| c.borrow().grace_secs).ok();
+        Self {
+            ids: messages.iter().map(|m| m.message_id).collect(),
+            exchanges: messages.iter().map(|m| m.exchange).collect(),
+            keys: messages.iter().map(|m| m.routing_key.as_str()).collect(),
+            headers: messages
+                .iter()
+                .map(|m| serde_json::to_value(&m.trace).unwrap_or_default())
+                .collect(),
+            payloads: messages.iter().map(|m| m.payload.as_slice()).collect(),
+            grace_secs: grace.unwrap_or(0.0),
+            collecting: grace.is_some(),
+        }
     }
-    let ids: Vec<Uuid> = messages.iter().map(|m| m.message_id).collect();
-    let exchanges: Vec<&str> = messages.iter().map(|m| m.exchange).collect();
-    let keys: Vec<&str> = messages.iter().map(|m| m.routing_key.as_str()).collect();
-    let headers: Vec<serde_json::Value> = messages
-        .iter()
-        .map(|m| serde_json::to_value(&m.trace).unwrap_or_default())
-        .collect();
-    let payloads: Vec<&[u8]> = messages.iter().map(|m| m.payload.as_slice()).collect();
-    let Ok(grace) = COLLECTING.try_with(|c| c.borrow().grace_secs) else {
-        sqlx::query(
-            "INSERT INTO outbox (message_id, exchange, routing_key, headers, payload)
-             SELECT m, e, k, h, p
-             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::bytea[])
-                  WITH ORDINALITY AS t(m, e, k, h, p, ord)
-             ORDER BY ord",
-        )
-        .bind(&ids)
-        .bind(&exchanges)
-        .bind(&keys)
-        .bind(&headers)
-        .bind(&payloads)
-        .execute(conn)
-        .await?;
-        return Ok(());
-    };
-    let rows: Vec<OutboxRow> = sqlx::query_as(
+
+    /// Whether the rows written must come back (to be handed to the relay after the commit).
+    pub fn collecting(&self) -> bool {
+        self.collecting
+    }
+
+    /// Binds the six parameters, in the order the type's documentation gives.
+    pub fn bind<'q, O>(
+        &'q self,
+        q: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
+        q.bind(&self.ids)
+            .bind(&self.exchanges)
+            .bind(&self.keys)
+            .bind(&self.headers)
+            .bind(&self.payloads)
+            .bind(self.grace_secs)
+    }
+}
+
+/// The `INSERT` of [`Columns`] bound from `$1`, returning the rows written (hand them to
+/// [`collect`]): a literal, so that a statement can put it after its own CTEs with `concat!`.
+#[macro_export]
+macro_rules! outbox_insert {
+    () => {
         "INSERT INTO outbox (message_id, exchange, routing_key, headers, payload, publish_after)
          SELECT m, e, k, h, p, now() + make_interval(secs => $6)
          FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::bytea[])
               WITH ORDINALITY AS t(m, e, k, h, p, ord)
          ORDER BY ord
-         RETURNING id, message_id, exchange, routing_key, headers, payload",
-    )
-    .bind(&ids)
-    .bind(&exchanges)
-    .bind(&keys)
-    .bind(&headers)
-    .bind(&payloads)
-    .bind(grace)
-    .fetch_all(conn)
-    .await?;
+         RETURNING id, message_id, exchange, routing_key, headers, payload"
+    };
+}
+
+/// Keeps rows just written for the relay, if a [`Handoff::collecting`] encloses the caller.
+pub fn collect(rows: Vec<OutboxRow>) {
+    if rows.is_empty() {
+        return;
+    }
     COLLECTING
         .try_with(|c| c.borrow_mut().rows.extend(rows))
         .ok();
+}
+
+/// Adds messages to the outbox inside the caller's transaction, in one statement; each keeps
+/// the trace context it was built in. Inside [`Handoff::collecting`] the rows are written
+/// with `publish_after` = now + grace and kept for the relay.
+pub async fn enqueue(conn: &mut PgConnection, messages: &[Outgoing]) -> sqlx::Result<()> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let columns = Columns::new(messages);
+    let rows: Vec<OutboxRow> = columns
+        .bind(sqlx::query_as(crate::outbox_insert!()))
+        .fetch_all(conn)
+        .await?;
+    collect(rows);
     Ok(())
 }
 
