@@ -189,18 +189,23 @@ pub async fn deliver_many(
             }),
         );
     }
-    sqlx::query(
-        "INSERT INTO assignments (case_id, unit, role, message_id, assigned_at)
-         SELECT c, u, r, m, $5 FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::uuid[]) AS t(c, u, r, m)",
-    )
-    .bind(&case_ids)
-    .bind(&units)
-    .bind(&roles)
-    .bind(&message_ids)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
-    outbox::enqueue(tx, &outgoing).await?;
+    // The assignments and their messages in one statement.
+    let columns = outbox::Columns::new(&outgoing);
+    let written: Vec<outbox::OutboxRow> = columns
+        .bind(sqlx::query_as(concat!(
+            "WITH a AS (
+               INSERT INTO assignments (case_id, unit, role, message_id, assigned_at)
+               SELECT c, u, r, m, $11 FROM UNNEST($7::uuid[], $8::text[], $9::text[], $10::uuid[]) AS t(c, u, r, m)) ",
+            lapor_shared::outbox_insert!()
+        )))
+        .bind(&case_ids)
+        .bind(&units)
+        .bind(&roles)
+        .bind(&message_ids)
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+    outbox::collect(written);
     for h in handovers {
         metrics::counter!("lapor_unit_deliveries_total", "reason" => format!("{:?}", h.reason).to_lowercase())
             .increment(1 + h.tembusan.len() as u64);
