@@ -1,7 +1,8 @@
 //! `make bench`: throughput and latency against this machine's own limits, in one run.
 //!
 //! 1. broker ceiling: a relay hop (consume with manual acks and prefetch, publish onward with
-//!    confirms) between two durable quorum queues, 1 KiB persistent messages;
+//!    confirms) between two durable quorum queues, 1 KiB persistent messages; the best of
+//!    three runs;
 //! 2. database ceiling: single-row insert transactions, synchronous commit (as the services
 //!    run), with 1 and with 32 clients;
 //! 3. pipeline: BENCH_N complaints (20,000) posted over HTTP with enough concurrency to
@@ -418,9 +419,15 @@ async fn main() -> anyhow::Result<()> {
         .execute(&admin_pool)
         .await?;
 
-    eprintln!("broker ceiling: relay hop of {hop_n} messages...");
-    let hop = broker_hop(&amqp_url, hop_n).await?;
-    eprintln!("  {hop:.0} msg/s");
+    // This VM's broker ceiling moves by up to a factor of two from one run to the next; the
+    // best of three is the ceiling the pipeline is compared with.
+    eprintln!("broker ceiling: relay hop of {hop_n} messages, three times...");
+    let mut hops = Vec::new();
+    for _ in 0..3 {
+        hops.push(broker_hop(&amqp_url, hop_n).await?.round());
+    }
+    let hop = hops.iter().copied().fold(0.0, f64::max);
+    eprintln!("  {hops:?} msg/s");
     eprintln!("database ceiling: single-row insert transactions...");
     let db1 = db_inserts(&db_url, 1, 4).await?;
     let db32 = db_inserts(&db_url, 32, 4).await?;
@@ -611,6 +618,7 @@ async fn main() -> anyhow::Result<()> {
         "complaints": n,
         "pipeline_per_s": pipeline.round(),
         "broker_hop_per_s": hop.round(),
+        "broker_hop_runs_per_s": hops,
         "db_insert_per_s": db32.round(),
         "db_insert_per_s_one_client": db1.round(),
         "pipeline_vs_broker_hop": (pipeline / hop * 1000.0).round() / 1000.0,
