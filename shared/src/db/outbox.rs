@@ -254,8 +254,14 @@ pub async fn enqueue(conn: &mut PgConnection, messages: &[Outgoing]) -> sqlx::Re
         return Ok(());
     }
     let columns = Columns::new(messages);
+    // The rows come back only for a hand-off ($7).
     let rows: Vec<OutboxRow> = columns
-        .bind(sqlx::query_as(crate::outbox_insert!()))
+        .bind(sqlx::query_as(concat!(
+            "WITH ob AS (",
+            crate::outbox_insert!(),
+            ") SELECT id, message_id, exchange, routing_key, headers, payload FROM ob WHERE $7"
+        )))
+        .bind(columns.collecting())
         .fetch_all(conn)
         .await?;
     collect(rows);
