@@ -31,9 +31,9 @@ async fn notices(app: &TestApp, unit: &str) -> Vec<Value> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reminders_breach_and_escalation_reach_the_right_units_once() {
-    // Monday 7 December 2026, 09:00 WIB.
+/// A complaint for LINJAMSOS submitted on Monday 7 December 2026, 09:00 WIB, by a hand-moved
+/// clock: the app, the clock, its tracking id and the unit's delivery.
+async fn routed_on_monday() -> (TestApp, ManualClock, String, lapor_tests::Received) {
     let (clock, options) = manual("2026-12-07T09:00:00+07:00");
     let app = TestApp::spawn_with(options).await;
     let tid = app
@@ -42,6 +42,12 @@ async fn reminders_breach_and_escalation_reach_the_right_units_once() {
         ))
         .await;
     let case = app.next_for_unit("LINJAMSOS").await;
+    (app, clock, tid, case)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reminders_breach_and_escalation_reach_the_right_units_once() {
+    let (app, clock, tid, case) = routed_on_monday().await;
     // Five working days after Monday's date: Tue, Wed, Thu, Fri, Mon 14 December.
     assert_eq!(
         t(case.body["due_at"].as_str().unwrap()),
@@ -250,14 +256,7 @@ async fn a_transition_after_a_reminder_knows_the_reminder_was_sent() {
     // A consumer that records a transition rewrites the case's deadline row, reading in the
     // same statement the notices already sent. Were they missed, the next check would fall on
     // the reminder already sent, in the past.
-    let (clock, options) = manual("2026-12-07T09:00:00+07:00");
-    let app = TestApp::spawn_with(options).await;
-    let tid = app
-        .submit(&complaint(
-            "Bantuan PKH kami belum cair sejak tiga bulan, mohon ditindaklanjuti.",
-        ))
-        .await;
-    app.next_for_unit("LINJAMSOS").await;
+    let (app, clock, tid, _) = routed_on_monday().await;
     app.settle().await;
     let now = t("2026-12-10T12:00:00+07:00");
     clock.set(now);
