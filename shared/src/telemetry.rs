@@ -3,7 +3,7 @@
 //! data) while production writes JSON to stdout and exports spans over OTLP/HTTP.
 //!
 //! Trace context crosses process boundaries as W3C `traceparent`/`tracestate`, in HTTP headers
-//! at intake and in AMQP message headers everywhere else; see [`inject`] and [`extract`].
+//! at intake and in AMQP message headers everywhere else; see [`inject_current`] and [`extract_into`].
 
 use crate::config::{LogFormat, TelemetrySettings};
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};

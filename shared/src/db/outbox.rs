@@ -172,10 +172,11 @@ pub struct OutboxRow {
     pub payload: Vec<u8>,
 }
 
-/// Messages to add to the outbox, as the array parameters of one `INSERT`: `$n` message
-/// ids, `$n+1` exchanges, `$n+2` routing keys, `$n+3` headers (the trace context each was
-/// built in), `$n+4` payloads, and `$n+5` how many seconds to leave them to the producer
-/// ([`Handoff::collecting`]'s grace, 0 outside one: at once, with a notification).
+/// Messages to add to the outbox, as the parameters of [`outbox_insert!`](crate::outbox_insert),
+/// bound first: `$1` message ids, `$2` exchanges, `$3` routing keys, `$4` headers (the trace
+/// context each was built in), `$5` payloads, and `$6` how many seconds to leave them to the
+/// producer ([`Handoff::collecting`]'s grace; 0 outside one: at once, with a notification).
+/// A statement's own parameters start at `$7`.
 pub struct Columns<'a> {
     ids: Vec<Uuid>,
     exchanges: Vec<&'a str>,
