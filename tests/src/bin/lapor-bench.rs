@@ -576,15 +576,13 @@ async fn main() -> anyhow::Result<()> {
     // clock microseconds, to set beside its timeline in the kept database.
     if let Ok(path) = std::env::var("BENCH_TRACE") {
         let a = arrivals.lock().unwrap();
-        let wall = |t: Instant| {
-            let now = (std::time::SystemTime::now(), Instant::now());
-            let d = now.1.saturating_duration_since(t);
-            now.0
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_micros() as i128
-                - d.as_micros() as i128
-        };
+        // One reading of both clocks turns every instant into wall-clock time.
+        let (wall_now, now) = (std::time::SystemTime::now(), Instant::now());
+        let wall_now_us = wall_now
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_micros() as i128;
+        let wall = |t: Instant| wall_now_us - now.saturating_duration_since(t).as_micros() as i128;
         let mut out = String::from("tracking_id,posted_us,answered_us,arrived_us\n");
         for (t, t0, t1) in &sent {
             out.push_str(&format!("{t},{},{},{}\n", wall(*t0), wall(*t1), wall(a[t])));
