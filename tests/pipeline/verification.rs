@@ -79,6 +79,12 @@ async fn an_unclear_case_waits_for_an_officer_whose_decision_moves_it_on() {
         .await
         .unwrap();
     assert_eq!(ok.status(), 202);
+    // The decision takes the case out of the queue, in the transaction that records it.
+    let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM review_queue")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(queued, 0);
     let case = app.next_for_unit("REHSOS").await;
     assert_eq!(case.body["tracking_id"], tid);
     assert_eq!(case.body["category"], "lansia");
@@ -233,5 +239,46 @@ async fn the_same_problem_sent_twice_links_to_the_first_case() {
         [json!(tid1), json!(tid4)],
         "duplicates must not reach the unit"
     );
+    app.stop().await;
+}
+
+/// The columns a case's transitions write (status, holder, decision, message, times) are in no
+/// index of `cases`, not even in a partial index's predicate: otherwise no transition can be a
+/// HOT update, and each one writes a new entry into every index of the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transitions_write_no_indexed_column_of_cases() {
+    let app = TestApp::spawn().await;
+    let indexed: Vec<(String, String)> = sqlx::query_as(
+        "SELECT i.indexrelid::regclass::text, a.attname::text
+         FROM pg_index i
+         JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum > 0 AND NOT a.attisdropped
+         WHERE i.indrelid = 'cases'::regclass
+           AND (a.attnum = ANY (i.indkey::int2[])
+                OR pg_get_expr(i.indpred, i.indrelid) ~ ('\\m' || a.attname || '\\M')
+                OR pg_get_expr(i.indexprs, i.indrelid) ~ ('\\m' || a.attname || '\\M'))",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert!(
+        indexed.iter().any(|(_, c)| c == "tracking_id"),
+        "the query sees the table's indexes: {indexed:?}"
+    );
+    let written = [
+        "status",
+        "updated_at",
+        "kind",
+        "in_scope",
+        "category",
+        "needs_followup",
+        "holder_unit",
+        "duplicate_of",
+        "reporter_message",
+    ];
+    let blocking: Vec<_> = indexed
+        .iter()
+        .filter(|(_, c)| written.contains(&c.as_str()))
+        .collect();
+    assert!(blocking.is_empty(), "indexes on transition columns: {blocking:?}");
     app.stop().await;
 }

@@ -43,7 +43,8 @@ pub async fn list(State(ctx): State<Context>, headers: HeaderMap) -> Result<Resp
                                            'confidence', d.confidence, 'reasons', d.note, 'evidence', d.evidence, 'by', d.actor)
                  FROM case_decisions d WHERE d.case_id = c.id ORDER BY d.id DESC LIMIT 1) AS suggestion,
                 (SELECT e.note FROM case_events e WHERE e.case_id = c.id ORDER BY e.id DESC LIMIT 1) AS last_note
-         FROM cases c WHERE c.status = 'in_review' ORDER BY c.received_at LIMIT 200",
+         FROM review_queue q JOIN cases c ON c.id = q.case_id
+         WHERE c.status = 'in_review' ORDER BY q.received_at LIMIT 200",
     )
     .fetch_all(&ctx.pool)
     .await
