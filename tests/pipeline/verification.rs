@@ -279,6 +279,9 @@ async fn transitions_write_no_indexed_column_of_cases() {
         .iter()
         .filter(|(_, c)| written.contains(&c.as_str()))
         .collect();
-    assert!(blocking.is_empty(), "indexes on transition columns: {blocking:?}");
+    assert!(
+        blocking.is_empty(),
+        "indexes on transition columns: {blocking:?}"
+    );
     app.stop().await;
 }

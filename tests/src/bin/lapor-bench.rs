@@ -315,6 +315,33 @@ async fn wait_all(arrivals: &Arrivals, ids: &[String], limit: Duration) -> Optio
     }
 }
 
+/// The server's WAL position: exact, unlike the statistics views, which backends flush lazily.
+async fn wal_lsn(pool: &sqlx::PgPool) -> anyhow::Result<String> {
+    Ok(sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
+        .fetch_one(pool)
+        .await?)
+}
+
+async fn wal_since(pool: &sqlx::PgPool, before: &str) -> anyhow::Result<f64> {
+    Ok(
+        sqlx::query_scalar("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)::float8")
+            .bind(before)
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
+/// Updates of `cases` and how many of them were HOT, as far as the backends have reported
+/// them (they flush their counts at least once a second while busy): a share, not a count.
+async fn case_updates(pool: &sqlx::PgPool) -> anyhow::Result<(i64, i64)> {
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    Ok(sqlx::query_as(
+        "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'cases'",
+    )
+    .fetch_one(pool)
+    .await?)
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -517,6 +544,8 @@ async fn main() -> anyhow::Result<()> {
     let janitor = autovacuum_stand_in(&db_url).await?;
 
     eprintln!("pipeline: {n} complaints, {concurrency} at a time...");
+    let stats = sqlx::PgPool::connect(&db_url).await?;
+    let wal_before = wal_lsn(&stats).await?;
     let cpu_before = cpu_snapshot();
     let start = Instant::now();
     let tag = format!("bench-{run}");
@@ -531,6 +560,7 @@ async fn main() -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("not every complaint reached its unit"))?;
     let pipeline = n as f64 / (last - start).as_secs_f64();
     let cpu = cpu_per_complaint(&cpu_before, &cpu_snapshot(), n);
+    let wal_kb = wal_since(&stats, &wal_before).await? / 1024.0 / n as f64;
     eprintln!(
         "  {pipeline:.0} complaints/s to the unit queue ({:.0}/s accepted over HTTP)",
         n as f64 / accepted_secs
@@ -597,6 +627,15 @@ async fn main() -> anyhow::Result<()> {
     );
     eprintln!("  p50 {p50:.1} ms, p95 {p95:.1} ms, p99 {p99:.1} ms");
 
+    let (updates, hot) = case_updates(&stats).await?;
+    let hot_share = if updates > 0 {
+        hot as f64 / updates as f64
+    } else {
+        0.0
+    };
+    eprintln!("  cases: {updates} updates, {hot} HOT; WAL {wal_kb:.1} KiB per complaint");
+    stats.close().await;
+
     let mut rss = serde_json::Map::new();
     for s in &services {
         if let Some(mb) = s.child.id().and_then(rss_peak_mb) {
@@ -625,6 +664,12 @@ async fn main() -> anyhow::Result<()> {
         // Where the machine's time went during the pipeline phase (ms of CPU per complaint).
         "cpu_ms_per_complaint": cpu,
         "cpu_ms_per_complaint_at_half_load": cpu_half,
+        // What the database wrote: WAL per complaint in the pipeline phase (the whole server,
+        // the vacuum stand-in included), and the share of `cases` updates that were HOT
+        // (heap-only: no new index entries) over the run.
+        "db_wal_kib_per_complaint": (wal_kb * 10.0).round() / 10.0,
+        "cases_updates": updates,
+        "cases_hot_update_share": (hot_share * 1000.0).round() / 1000.0,
     });
     std::fs::create_dir_all("target/bench")?;
     std::fs::write(
@@ -660,6 +705,14 @@ async fn main() -> anyhow::Result<()> {
     for (k, v) in &rss {
         println!("{:<34} {:>12}", format!("peak RSS {k} (MiB)"), v);
     }
+    println!(
+        "{:<34} {:>12}",
+        "WAL per complaint (KiB)", result["db_wal_kib_per_complaint"]
+    );
+    println!(
+        "{:<34} {:>12}",
+        "HOT share of cases updates", result["cases_hot_update_share"]
+    );
     println!(
         "{:<34} {:>12} {:>12}",
         "CPU ms per complaint", "maximum", "half load"
