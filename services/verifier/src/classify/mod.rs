@@ -16,7 +16,7 @@
 mod lexicon;
 mod normalise;
 
-pub use lexicon::{MEDIUM, STRONG, Term, TermSet, Tiers, WEAK};
+pub use lexicon::{MEDIUM, STRONG, Term, TermSet, Text, Tiers, WEAK};
 pub use normalise::Normaliser;
 
 use lapor_shared::data::DataSource;
@@ -294,6 +294,7 @@ impl Classifier {
 
     pub fn classify(&self, text: &str, claimed_kind: Option<Kind>) -> Classification {
         let tokens = self.normaliser.tokens(text);
+        let words = Text::new(&tokens);
         let mut evidence = Vec::new();
         let note = |evidence: &mut Vec<Evidence>, target: String, hits: &[&Term]| {
             evidence.extend(hits.iter().map(|t| Evidence {
@@ -307,7 +308,7 @@ impl Classifier {
         // Kind.
         let mut kind_scores: Vec<(Kind, f64)> = Vec::new();
         for (kind, set) in &self.kinds {
-            let (s, hits) = set.score(&tokens);
+            let (s, hits) = set.score(&words);
             note(&mut evidence, format!("kind:{kind}"), &hits);
             kind_scores.push((*kind, s));
         }
@@ -341,7 +342,7 @@ impl Classifier {
         // Raw scores and which categories have strong evidence.
         let mut raw: Vec<(Category, f64, bool)> = Vec::new();
         for rule in &self.categories {
-            let (s, hits) = rule.terms.score(&tokens);
+            let (s, hits) = rule.terms.score(&words);
             note(&mut evidence, format!("category:{}", rule.category), &hits);
             raw.push((rule.category, s, hits.iter().any(|t| t.weight >= STRONG)));
         }
@@ -362,7 +363,7 @@ impl Classifier {
                 });
             }
         }
-        let (general, hits) = self.general.score(&tokens);
+        let (general, hits) = self.general.score(&words);
         note(&mut evidence, "general".into(), &hits);
         let strong = |c: Category| raw.iter().any(|(x, _, st)| *x == c && *st);
         let mut cats: Vec<(Category, f64)> = Vec::new();
@@ -390,7 +391,7 @@ impl Classifier {
 
         let mut agency_best: Option<(&CompiledAgency, f64)> = None;
         for a in &self.agencies {
-            let (s, hits) = a.terms.score(&tokens);
+            let (s, hits) = a.terms.score(&words);
             note(&mut evidence, format!("agency:{}", a.agency.code), &hits);
             if s > 0.0 && agency_best.is_none_or(|(_, b)| s > b) {
                 agency_best = Some((a, s));
