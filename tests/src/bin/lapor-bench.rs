@@ -322,10 +322,11 @@ async fn wal_lsn(pool: &sqlx::PgPool) -> anyhow::Result<String> {
         .await?)
 }
 
-async fn wal_since(pool: &sqlx::PgPool, before: &str) -> anyhow::Result<f64> {
+async fn wal_between(pool: &sqlx::PgPool, from: &str, to: &str) -> anyhow::Result<f64> {
     Ok(
-        sqlx::query_scalar("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)::float8")
-            .bind(before)
+        sqlx::query_scalar("SELECT pg_wal_lsn_diff($2::pg_lsn, $1::pg_lsn)::float8")
+            .bind(from)
+            .bind(to)
             .fetch_one(pool)
             .await?,
     )
@@ -560,7 +561,11 @@ async fn main() -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("not every complaint reached its unit"))?;
     let pipeline = n as f64 / (last - start).as_secs_f64();
     let cpu = cpu_per_complaint(&cpu_before, &cpu_snapshot(), n);
-    let wal_kb = wal_since(&stats, &wal_before).await? / 1024.0 / n as f64;
+    let wal_after = wal_lsn(&stats).await?;
+    let wal_kb = wal_between(&stats, &wal_before, &wal_after).await? / 1024.0 / n as f64;
+    // For `pg_waldump --stats=record -s … -e …` on a kept run (BENCH_KEEP=1: dropping the
+    // database would checkpoint the segments away).
+    eprintln!("  WAL of the pipeline phase: {wal_before} to {wal_after}");
     eprintln!(
         "  {pipeline:.0} complaints/s to the unit queue ({:.0}/s accepted over HTTP)",
         n as f64 / accepted_secs
