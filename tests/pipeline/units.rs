@@ -324,6 +324,14 @@ async fn a_returned_case_goes_back_to_the_officers_and_a_wrong_delegation_is_par
         .clone();
     assert_eq!(last["event"], "returned");
     assert!(last["note"].as_str().unwrap().contains("ditelaah ulang"));
+    // A returned case waits in the officers' queue like any other.
+    let queued: Vec<String> = sqlx::query_scalar(
+        "SELECT c.tracking_id FROM review_queue q JOIN cases c ON c.id = q.case_id",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(queued, std::slice::from_ref(&tid));
     app.stop().await;
 }
 
