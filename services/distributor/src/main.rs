@@ -1,7 +1,8 @@
 use lapor_shared::config::Settings;
 use std::process::ExitCode;
 
-#[tokio::main]
+// One thread: see `lapor_shared::service::main`.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     lapor_shared::service::main(
         "distributor",

@@ -51,7 +51,8 @@ fn due(args: &[String], settings: &Settings) -> Result<String, String> {
     Ok(d.with_timezone(&tz).to_rfc3339())
 }
 
-#[tokio::main]
+// One thread: see `lapor_shared::service::main`.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let settings = match Settings::load() {

@@ -16,7 +16,8 @@ fn tools(settings: &Settings) -> Result<(Classifier, ReferenceData), String> {
     Ok((classifier, data))
 }
 
-#[tokio::main]
+// One thread: see `lapor_shared::service::main`.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let settings = match Settings::load() {
