@@ -7,6 +7,7 @@ mod batches;
 mod contracts;
 mod handoff;
 mod intake_api;
+mod kept;
 mod outcomes;
 mod parking;
 mod privacy;

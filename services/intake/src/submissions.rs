@@ -10,12 +10,14 @@
 
 use crate::submission::NewComplaint;
 use chrono::{DateTime, Utc};
+use lapor_shared::db::kept::Kept;
 use lapor_shared::db::outbox;
 use lapor_shared::domain::{CaseStatus, TrackingId};
 use lapor_shared::messages::Attachment;
 use lapor_shared::privacy;
 use lapor_shared::service::Context;
 use lapor_shared::store::{Entry, Transition};
+use sqlx::Connection;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use tokio::sync::{Mutex, mpsc, oneshot};
@@ -56,12 +58,14 @@ impl Writer {
         let batch_max = ctx.settings.http.submit_batch_max.max(1);
         let (tx, rx) = mpsc::channel(batch_max * 4);
         let rx = Arc::new(Mutex::new(rx));
+        // The writers' transactions run on connections kept between groups (`db::kept`).
+        let kept = Kept::new(ctx.pool.clone());
         let tasks = (0..ctx.settings.http.submit_writers.max(1))
             .map(|_| {
-                let (ctx, rx) = (ctx.clone(), rx.clone());
+                let (ctx, rx, kept) = (ctx.clone(), rx.clone(), kept.clone());
                 tokio::spawn(async move {
                     while let Some(jobs) = next_group(&rx, batch_max).await {
-                        store_group(&ctx, jobs).await;
+                        store_group(&ctx, &kept, jobs).await;
                     }
                     Ok(())
                 })
@@ -97,7 +101,7 @@ async fn next_group(rx: &Mutex<mpsc::Receiver<Job>>, max: usize) -> Option<Vec<J
     Some(jobs)
 }
 
-async fn store_group(ctx: &Context, jobs: Vec<Job>) {
+async fn store_group(ctx: &Context, kept: &Kept, jobs: Vec<Job>) {
     // Two submissions with one key cannot share a transaction: the later waits for the
     // earlier to commit, then finds its key taken and is answered with the earlier's case.
     let mut keys = HashSet::new();
@@ -110,7 +114,7 @@ async fn store_group(ctx: &Context, jobs: Vec<Job>) {
     metrics::histogram!("lapor_intake_group_size").record(group.len() as f64);
     let alone = if group.len() > 1 {
         let submissions: Vec<&Submission> = group.iter().map(|j| &*j.submission).collect();
-        match store_and_hand_off(ctx, &submissions).await {
+        match store_and_hand_off(ctx, kept, &submissions).await {
             Ok(created) => {
                 for (job, c) in group.into_iter().zip(created) {
                     job.reply.send(Ok(c)).ok();
@@ -126,16 +130,16 @@ async fn store_group(ctx: &Context, jobs: Vec<Job>) {
         group
     };
     for job in alone.into_iter().chain(later) {
-        store_alone(ctx, job).await;
+        store_alone(ctx, kept, job).await;
     }
 }
 
 /// Stores one submission in its own transaction, drawing a new tracking id if the one drawn
 /// is taken (twice at most).
-async fn store_alone(ctx: &Context, job: Job) {
+async fn store_alone(ctx: &Context, kept: &Kept, job: Job) {
     let mut result = Err(anyhow::anyhow!("no attempt made"));
     for _ in 0..3 {
-        result = store_and_hand_off(ctx, &[&job.submission])
+        result = store_and_hand_off(ctx, kept, &[&job.submission])
             .await
             .map(|mut c| c.remove(0));
         match &result {
@@ -155,15 +159,20 @@ fn is_tracking_collision(e: &anyhow::Error) -> bool {
 /// [`store`], then hands the `case.received` events to the relay once they committed.
 async fn store_and_hand_off(
     ctx: &Context,
+    kept: &Kept,
     submissions: &[&Submission],
 ) -> anyhow::Result<Vec<Created>> {
-    outbox::handing_off(ctx.handoff.as_ref(), store(ctx, submissions)).await
+    outbox::handing_off(ctx.handoff.as_ref(), store(ctx, kept, submissions)).await
 }
 
 /// Stores the cases, their reporters' identities, attachments and idempotency keys, their
 /// first timeline entries and `case.received` events in one transaction. With more than one
 /// submission, a key already taken fails the whole group; alone, it is answered `KeyTaken`.
-async fn store(ctx: &Context, submissions: &[&Submission]) -> anyhow::Result<Vec<Created>> {
+async fn store(
+    ctx: &Context,
+    kept: &Kept,
+    submissions: &[&Submission],
+) -> anyhow::Result<Vec<Created>> {
     let now: DateTime<Utc> = ctx.clock.now();
     let ids: Vec<Uuid> = submissions.iter().map(|_| Uuid::now_v7()).collect();
     let tids: Vec<TrackingId> = submissions.iter().map(|_| TrackingId::generate()).collect();
@@ -172,7 +181,8 @@ async fn store(ctx: &Context, submissions: &[&Submission]) -> anyhow::Result<Vec
     let keys: Vec<Option<&str>> = submissions.iter().map(|s| s.key.as_deref()).collect();
     let expected_keys = keys.iter().flatten().count();
 
-    let mut tx = ctx.pool.begin().await?;
+    let mut conn = kept.acquire().await?;
+    let mut tx = conn.begin().await?;
     // One statement for the four tables: the identity rows, attachments and keys reference
     // cases inserted by the same statement, which foreign keys accept (they are checked at
     // its end).
@@ -248,6 +258,7 @@ async fn store(ctx: &Context, submissions: &[&Submission]) -> anyhow::Result<Vec
     .await?;
     if keys_written as usize != expected_keys {
         tx.rollback().await?;
+        conn.keep();
         if submissions.len() == 1 {
             return Ok(vec![Created::KeyTaken]);
         }
@@ -276,6 +287,7 @@ async fn store(ctx: &Context, submissions: &[&Submission]) -> anyhow::Result<Vec
         .collect();
     ctx.log_many(&mut tx, &entries).await?;
     tx.commit().await?;
+    conn.keep();
     Ok(tids.into_iter().map(Created::New).collect())
 }
 

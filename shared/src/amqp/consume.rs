@@ -21,6 +21,7 @@
 
 use super::headers;
 use crate::config::Settings;
+use crate::db::kept::Kept;
 use crate::db::{self, inbox, outbox, parked};
 use crate::ops::Readiness;
 use crate::privacy;
@@ -30,7 +31,7 @@ use futures::future::BoxFuture;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{Connection, PgConnection, PgPool};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
@@ -254,6 +255,8 @@ fn parked_metric(id: i64, p: &parked::Parked) {
 struct Consumer<H> {
     handler: Arc<H>,
     pool: PgPool,
+    /// The connections the batches' transactions run on, kept between batches.
+    kept: Kept,
     handoff: Option<outbox::Handoff>,
 }
 
@@ -264,7 +267,7 @@ async fn attempt<H: BatchHandler>(
 ) -> Result<Vec<Outcome>, HandleError> {
     outbox::handing_off(
         c.handoff.as_ref(),
-        transact(c.handler.as_ref(), &c.pool, msgs),
+        transact(c.handler.as_ref(), &c.kept, msgs),
     )
     .await
 }
@@ -273,10 +276,11 @@ async fn attempt<H: BatchHandler>(
 /// only once it has committed.
 async fn transact<H: BatchHandler>(
     handler: &H,
-    pool: &PgPool,
+    kept: &Kept,
     msgs: &[&Incoming],
 ) -> Result<Vec<Outcome>, HandleError> {
-    let mut tx = pool.begin().await?;
+    let mut conn = kept.acquire().await?;
+    let mut tx = conn.begin().await?;
     let ids: Vec<Uuid> = msgs.iter().map(|m| m.message_id).collect();
     let fresh = inbox::claim_many(&mut tx, handler.name(), &ids).await?;
     let mut seen = HashSet::new();
@@ -315,6 +319,7 @@ async fn transact<H: BatchHandler>(
         }
     }
     tx.commit().await?;
+    conn.keep();
     crate::fault::point("after_commit");
     for (id, p) in parked_ids {
         parked_metric(id, p);
@@ -580,6 +585,7 @@ pub async fn run<H: BatchHandler>(
     let batch_max = usize::from(settings.amqp.batch_max).max(1);
     let consumer = Arc::new(Consumer {
         handler,
+        kept: Kept::new(pool.clone()),
         pool,
         handoff,
     });

@@ -13,6 +13,7 @@
 use super::publish::{PublishError, Publisher};
 use super::topology::Topology;
 use crate::config::Settings;
+use crate::db::kept::Kept;
 use crate::db::outbox;
 use crate::ops::Readiness;
 use backon::{BackoffBuilder, ExponentialBuilder};
@@ -204,10 +205,11 @@ impl Published {
         }
     }
 
-    async fn delete(&mut self, pool: &PgPool) -> Result<(), RelayError> {
+    async fn delete(&mut self, kept: &Kept) -> Result<(), RelayError> {
         if !self.ids.is_empty() {
-            let mut conn = pool.acquire().await?;
+            let mut conn = kept.acquire().await?;
             outbox::delete(&mut conn, &self.ids).await?;
+            conn.keep();
         }
         self.ids.clear();
         self.since = None;
@@ -240,12 +242,14 @@ async fn session(
         }
     };
     let mut published = Published::default();
+    // The deletions' connection, kept between them (`db::kept`).
+    let kept = Kept::new(pool.clone());
     loop {
         if shutdown.is_cancelled() {
             // Flush: whatever the last transactions wrote goes out before we exit, handed
             // off or not (this process's producers have stopped). What is already published
             // goes first, so that the flush does not publish it again.
-            published.delete(pool).await?;
+            published.delete(&kept).await?;
             while relay_once(pool, &publisher, outbox::Claim::Flush(app_id), batch).await? > 0 {}
             conn.close(200, "shutting down".into()).await.ok();
             return Ok(());
@@ -270,7 +274,7 @@ async fn session(
                         publish_handed_off(&publisher, handoff, h, batch as usize, &mut published).await?;
                     }
                 }
-                _ = published.due() => published.delete(pool).await?,
+                _ = published.due() => published.delete(&kept).await?,
                 _ = tokio::time::sleep_until(next_poll) => {
                     next_poll = tokio::time::Instant::now() + poll;
                     break outbox::Claim::OwnAndStale(app_id);

@@ -1,7 +1,9 @@
-//! PostgreSQL: the pool, database creation and migrations, and the three tables of the
-//! delivery machinery (outbox, inbox, parked messages).
+//! PostgreSQL: the pool, database creation and migrations, the connections hot loops keep
+//! between transactions, and the three tables of the delivery machinery (outbox, inbox,
+//! parked messages).
 
 pub mod inbox;
+pub mod kept;
 pub mod outbox;
 pub mod parked;
 
