@@ -81,6 +81,18 @@ async fn a_kept_connection_serves_again_and_a_failed_or_dropped_one_does_not() {
     assert_ne!(fresh, victim);
     conn.keep();
 
+    // One unused for too long (here: at all) is closed instead of handed out again.
+    let stale = Kept::with_limits(pool.clone(), Duration::ZERO, Duration::from_secs(3600));
+    let mut conn = stale.acquire().await.unwrap();
+    let idle_one = backend(&mut conn).await.unwrap();
+    conn.keep();
+    assert_eq!(stale.idle(), 1);
+    let mut conn = stale.acquire().await.unwrap();
+    assert_eq!(stale.idle(), 0);
+    assert_ne!(backend(&mut conn).await.unwrap(), idle_one);
+    drop(conn);
+    drop(stale);
+
     // Kept connections are outside the pool: closing it does not wait for them.
     tokio::time::timeout(Duration::from_secs(5), pool.close())
         .await

@@ -15,13 +15,28 @@
 //! A connection is kept only after its work succeeded ([`KeptConn::keep`]): it is then
 //! outside any transaction and known to work. After any failure it is closed, and the next
 //! user gets a fresh one from the pool. So a connection the server dropped (a restart) costs
-//! the one attempt that finds it.
+//! the one attempt that finds it. A connection left unused for [`MAX_IDLE`] (a quiet night,
+//! when a firewall may have cut it), or older than [`MAX_AGE`] (as the pool's own
+//! `max_lifetime`), is closed instead of being handed out, and a fresh one is taken.
 
 use sqlx::{Connection, PgConnection, PgPool};
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
-type Idle = Arc<Mutex<Vec<PgConnection>>>;
+/// A kept connection unused for longer is closed rather than handed out.
+pub const MAX_IDLE: Duration = Duration::from_secs(60);
+/// A kept connection older than this is closed rather than handed out.
+pub const MAX_AGE: Duration = Duration::from_secs(30 * 60);
+
+/// A connection waiting to be used again: when it came from the pool, when it was kept.
+struct Waiting {
+    conn: PgConnection,
+    born: Instant,
+    kept: Instant,
+}
+
+type Idle = Arc<Mutex<Vec<Waiting>>>;
 
 /// A pool in front of the pool, without the checks: as many connections as its users ever
 /// needed at once. Cloning shares the connections.
@@ -29,29 +44,49 @@ type Idle = Arc<Mutex<Vec<PgConnection>>>;
 pub struct Kept {
     pool: PgPool,
     idle: Idle,
+    max_idle: Duration,
+    max_age: Duration,
 }
 
 impl Kept {
+    /// With the limits [`MAX_IDLE`] and [`MAX_AGE`].
     pub fn new(pool: PgPool) -> Self {
+        Self::with_limits(pool, MAX_IDLE, MAX_AGE)
+    }
+
+    /// A connection is handed out again only while unused for less than `max_idle` and
+    /// younger than `max_age`.
+    pub fn with_limits(pool: PgPool, max_idle: Duration, max_age: Duration) -> Self {
         Self {
             pool,
             idle: Arc::default(),
+            max_idle,
+            max_age,
         }
     }
 
-    /// A kept connection if there is one, otherwise one from the pool.
+    /// A kept connection if there is one fit to use, otherwise one from the pool.
     pub async fn acquire(&self) -> sqlx::Result<KeptConn> {
-        let kept = self
-            .idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop();
-        let conn = match kept {
-            Some(c) => c,
-            None => self.pool.acquire().await?.detach(),
-        };
+        loop {
+            let waiting = self
+                .idle
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop();
+            let Some(w) = waiting else { break };
+            if w.kept.elapsed() < self.max_idle && w.born.elapsed() < self.max_age {
+                return Ok(KeptConn {
+                    conn: Some(w.conn),
+                    born: w.born,
+                    home: self.idle.clone(),
+                });
+            }
+            close_later(w.conn);
+        }
+        let conn = self.pool.acquire().await?.detach();
         Ok(KeptConn {
             conn: Some(conn),
+            born: Instant::now(),
             home: self.idle.clone(),
         })
     }
@@ -68,6 +103,7 @@ impl Kept {
 /// A connection from [`Kept`]. Dropped without [`KeptConn::keep`], it is closed.
 pub struct KeptConn {
     conn: Option<PgConnection>,
+    born: Instant,
     home: Idle,
 }
 
@@ -75,11 +111,15 @@ impl KeptConn {
     /// Keeps the connection for the next user. Call only after the work on it succeeded: a
     /// committed or rolled-back transaction, or a statement outside any.
     pub fn keep(mut self) {
-        if let Some(c) = self.conn.take() {
+        if let Some(conn) = self.conn.take() {
             self.home
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .push(c);
+                .push(Waiting {
+                    conn,
+                    born: self.born,
+                    kept: Instant::now(),
+                });
         }
     }
 }
@@ -87,12 +127,16 @@ impl KeptConn {
 impl Drop for KeptConn {
     fn drop(&mut self) {
         if let Some(c) = self.conn.take() {
-            // Say goodbye where there is a runtime to do it; otherwise the server sees the
-            // socket close, and rolls back whatever was open.
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move { c.close().await.ok() });
-            }
+            close_later(c);
         }
+    }
+}
+
+/// Closes a connection politely where there is a runtime to do it; otherwise the server sees
+/// the socket close, and rolls back whatever was open.
+fn close_later(conn: PgConnection) {
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        rt.spawn(async move { conn.close().await.ok() });
     }
 }
 
