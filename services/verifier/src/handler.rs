@@ -69,72 +69,69 @@ async fn officer_decisions(
         .collect())
 }
 
-/// What each case has of the service standard's requirements. A case without an identity
-/// record is absent (a broken invariant: its message is parked).
-async fn requirements(
-    conn: &mut PgConnection,
-    case_ids: &[Uuid],
-) -> sqlx::Result<HashMap<Uuid, Requirements>> {
-    let rows: Vec<(Uuid, String, Option<String>, bool)> = sqlx::query_as(
-        "SELECT i.case_id, i.nik, i.kk_number,
-                EXISTS (SELECT 1 FROM case_attachments a WHERE a.case_id = i.case_id AND a.kind = 'kk_copy')
-         FROM case_identity i WHERE i.case_id = ANY($1)",
-    )
-    .bind(case_ids)
-    .fetch_all(conn)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, nik, kk, kk_copy)| {
-            // The NIK was checked at intake; a stored NIK that no longer parses counts as a
-            // missing family card, which makes the reporter send their documents again.
-            let identity_ok = Nik::parse(&nik).is_ok();
-            (
-                id,
-                Requirements {
-                    kk_number: identity_ok
-                        && kk.as_deref().is_some_and(|k| KkNumber::parse(k).is_ok()),
-                    kk_copy,
-                },
-            )
-        })
-        .collect())
-}
-
 /// An earlier case a new one may repeat, with the status it had when the batch read it.
 struct Candidate {
     case: EarlierCase,
     status: String,
 }
 
-/// For each case, the reporter's earlier open cases within the window (or with the same
-/// LAPOR! id), oldest first, in one query.
-async fn earlier_cases(
+/// What the batch reads about its cases before deciding, in one query.
+#[derive(Default)]
+struct CaseFacts {
+    /// What each case has of the service standard's requirements. A case without an
+    /// identity record is absent (a broken invariant: its message is parked).
+    requirements: HashMap<Uuid, Requirements>,
+    /// For each case looked for (`fresh`), the reporter's earlier open cases within the
+    /// window (or with the same LAPOR! id), oldest first.
+    earlier: HashMap<Uuid, Vec<Candidate>>,
+}
+
+/// Reads the requirements of every case of `cases`, and the earlier cases of those marked
+/// fresh. One round trip: both are keyed by the batch's cases.
+async fn case_facts(
     conn: &mut PgConnection,
-    cases: &[&CaseRow],
+    cases: &[(&CaseRow, bool)],
     window_days: u32,
-) -> sqlx::Result<HashMap<Uuid, Vec<Candidate>>> {
+) -> sqlx::Result<CaseFacts> {
     if cases.is_empty() {
-        return Ok(HashMap::new());
+        return Ok(CaseFacts::default());
     }
-    let ids: Vec<Uuid> = cases.iter().map(|c| c.id).collect();
-    let refs: Vec<&[u8]> = cases.iter().map(|c| c.reporter_ref.as_slice()).collect();
-    let received: Vec<DateTime<Utc>> = cases.iter().map(|c| c.received_at).collect();
+    let ids: Vec<Uuid> = cases.iter().map(|(c, _)| c.id).collect();
+    let fresh: Vec<bool> = cases.iter().map(|(_, f)| *f).collect();
+    let refs: Vec<&[u8]> = cases
+        .iter()
+        .map(|(c, _)| c.reporter_ref.as_slice())
+        .collect();
+    let received: Vec<DateTime<Utc>> = cases.iter().map(|(c, _)| c.received_at).collect();
     let lapor_ids: Vec<Option<&str>> = cases
         .iter()
-        .map(|c| c.lapor_tracking_id.as_deref())
+        .map(|(c, _)| c.lapor_tracking_id.as_deref())
         .collect();
-    type Row = (Uuid, Uuid, String, String, bool, String);
+    type Row = (
+        Uuid,
+        Option<String>,
+        Option<String>,
+        bool,
+        Option<Uuid>,
+        Option<String>,
+        Option<String>,
+        bool,
+        Option<String>,
+    );
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT t.case_id, e.id, e.tracking_id, e.body, COALESCE(e.lapor_tracking_id = t.lapor_id, false), e.status
-         FROM UNNEST($1::uuid[], $2::bytea[], $3::timestamptz[], $4::text[]) AS t(case_id, reporter_ref, received_at, lapor_id)
-         CROSS JOIN LATERAL (
+        "SELECT t.case_id, i.nik, i.kk_number,
+                EXISTS (SELECT 1 FROM case_attachments a WHERE a.case_id = t.case_id AND a.kind = 'kk_copy'),
+                e.id, e.tracking_id, e.body, COALESCE(e.lapor_tracking_id = t.lapor_id, false), e.status
+         FROM UNNEST($1::uuid[], $2::bytea[], $3::timestamptz[], $4::text[], $6::bool[])
+              AS t(case_id, reporter_ref, received_at, lapor_id, fresh)
+         LEFT JOIN case_identity i ON i.case_id = t.case_id
+         LEFT JOIN LATERAL (
              SELECT id, tracking_id, body, lapor_tracking_id, status, received_at FROM cases
-             WHERE id <> t.case_id AND duplicate_of IS NULL AND status <> 'closed'
+             WHERE t.fresh AND id <> t.case_id AND duplicate_of IS NULL AND status <> 'closed'
                AND (received_at, id) < (t.received_at, t.case_id)
                AND ((reporter_ref = t.reporter_ref AND received_at >= t.received_at - make_interval(days => $5))
                     OR (t.lapor_id IS NOT NULL AND lapor_tracking_id = t.lapor_id))
-             ORDER BY received_at, id LIMIT 50) e
+             ORDER BY received_at, id LIMIT 50) e ON true
          ORDER BY t.case_id, e.received_at, e.id",
     )
     .bind(&ids)
@@ -142,21 +139,39 @@ async fn earlier_cases(
     .bind(&received)
     .bind(&lapor_ids)
     .bind(window_days as i32)
+    .bind(&fresh)
     .fetch_all(conn)
     .await?;
-    let mut earlier: HashMap<Uuid, Vec<Candidate>> = HashMap::new();
-    for (case_id, id, tracking_id, text, same_lapor_id, status) in rows {
-        earlier.entry(case_id).or_default().push(Candidate {
-            case: EarlierCase {
-                id,
-                tracking_id,
-                text,
-                same_lapor_id,
-            },
-            status,
-        });
+    let mut facts = CaseFacts::default();
+    for (case_id, nik, kk, kk_copy, earlier_id, tracking_id, text, same_lapor_id, status) in rows {
+        if let Some(nik) = nik {
+            // The NIK was checked at intake; a stored NIK that no longer parses counts as a
+            // missing family card, which makes the reporter send their documents again.
+            let identity_ok = Nik::parse(&nik).is_ok();
+            facts.requirements.insert(
+                case_id,
+                Requirements {
+                    kk_number: identity_ok
+                        && kk.as_deref().is_some_and(|k| KkNumber::parse(k).is_ok()),
+                    kk_copy,
+                },
+            );
+        }
+        if let (Some(id), Some(tracking_id), Some(text), Some(status)) =
+            (earlier_id, tracking_id, text, status)
+        {
+            facts.earlier.entry(case_id).or_default().push(Candidate {
+                case: EarlierCase {
+                    id,
+                    tracking_id,
+                    text,
+                    same_lapor_id,
+                },
+                status,
+            });
+        }
     }
-    Ok(earlier)
+    Ok(facts)
 }
 
 /// A case of the batch that is waiting for verification, with its message's index.
@@ -235,23 +250,24 @@ impl BatchHandler for VerifyHandler {
             return Ok(verdicts);
         }
 
-        // The facts, one query each. A case just received cannot have an officer's decision
-        // yet, and one an officer decided is not compared with earlier cases.
+        // The facts: the officers' decisions, then the requirements and the earlier cases in
+        // one query. A case just received cannot have an officer's decision yet, and one an
+        // officer decided is not compared with earlier cases.
         let asked_officer: Vec<Uuid> = pending
             .iter()
             .filter(|p| p.event != "received")
             .map(|p| p.case.id)
             .collect();
         let officers = officer_decisions(tx, &asked_officer).await?;
-        let fresh: Vec<&CaseRow> = pending
+        let cases: Vec<(&CaseRow, bool)> = pending
             .iter()
-            .filter(|p| p.event == "received")
-            .map(|p| p.case)
+            .map(|p| (p.case, p.event == "received"))
             .collect();
         let settings = &self.ctx.settings.verifier;
-        let earlier = earlier_cases(tx, &fresh, settings.duplicate_window_days).await?;
-        let all: Vec<Uuid> = pending.iter().map(|p| p.case.id).collect();
-        let requirements = requirements(tx, &all).await?;
+        let CaseFacts {
+            requirements,
+            earlier,
+        } = case_facts(tx, &cases, settings.duplicate_window_days).await?;
 
         // Decide in the order the cases were received, as if one at a time: a case that this
         // batch links as a duplicate is no longer a candidate for the cases after it.
