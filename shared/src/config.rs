@@ -170,6 +170,9 @@ pub struct OutboxSettings {
     pub poll_interval_ms: u64,
     /// Producers hand their committed rows straight to their relay (see `outbox::Handoff`).
     pub handoff: bool,
+    /// The most case events of one routing key one message on `lapor.events` carries
+    /// (`messages::batch`); 1 publishes each alone.
+    pub events_per_message: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -314,6 +317,10 @@ impl Settings {
         }
         positive("outbox.batch", self.outbox.batch as u64)?;
         positive("outbox.relay_workers", self.outbox.relay_workers as u64)?;
+        positive(
+            "outbox.events_per_message",
+            self.outbox.events_per_message as u64,
+        )?;
         if !(0.0..=1.0).contains(&self.verifier.duplicate_similarity) {
             return Err(invalid(
                 "verifier.duplicate_similarity",

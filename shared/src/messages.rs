@@ -36,6 +36,7 @@ pub mod schema {
     pub const UNIT_REPLY_V1: &str = "lapor.unit_reply.v1";
     pub const UNIT_SLA_V1: &str = "lapor.unit_sla.v1";
     pub const FOLLOWUP_V1: &str = "lapor.followup.v1";
+    pub const BATCH_V1: &str = "lapor.batch.v1";
 }
 
 /// A message type with a fixed schema name.
@@ -82,6 +83,78 @@ pub fn decode<T: Message>(body: &[u8]) -> Result<T, DecodeError> {
         path: e.path().to_string(),
         reason: privacy::scrub(&e.inner().to_string()),
     })
+}
+
+/// Several messages of one routing key carried by one AMQP message on `lapor.events`
+/// (`lapor.batch.v1`): what a producer's transaction hands over together crosses the broker
+/// once instead of once per case. Each member keeps its own `message_id` (the deduplication
+/// key) and its own trace context, and is handled, deduplicated and parked exactly as if it
+/// had arrived alone; a member parked or re-driven travels alone.
+pub mod batch {
+    use serde::Deserialize;
+    use serde_json::value::RawValue;
+    use std::collections::HashMap;
+    use uuid::Uuid;
+
+    /// One member: the message as it would be published alone, and its trace headers.
+    #[derive(Debug, Deserialize)]
+    pub struct Member<'a> {
+        #[serde(default)]
+        pub headers: HashMap<String, String>,
+        #[serde(borrow)]
+        pub message: &'a RawValue,
+    }
+
+    #[derive(Deserialize)]
+    struct Envelope<'a> {
+        #[serde(borrow)]
+        messages: Vec<Member<'a>>,
+    }
+
+    /// Whether the message `message_id` with body `payload` may travel in a batch: its body
+    /// is a JSON object carrying that same id, which is all a member keeps of it and what a
+    /// consumer deduplicates on. Anything else (a re-driven malformed message, say) is
+    /// published alone, so that it cannot spoil the batch around it or lose its id.
+    pub fn can_carry(message_id: Uuid, payload: &[u8]) -> bool {
+        #[derive(Deserialize)]
+        struct Id {
+            message_id: Uuid,
+        }
+        serde_json::from_slice::<Id>(payload).is_ok_and(|b| b.message_id == message_id)
+    }
+
+    /// Writes the batch of `members` (headers, payload), each accepted by [`can_carry`].
+    pub fn encode<'a>(
+        message_id: Uuid,
+        members: impl IntoIterator<Item = (&'a HashMap<String, String>, &'a [u8])>,
+    ) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1024);
+        out.extend_from_slice(b"{\"schema\":\"");
+        out.extend_from_slice(super::schema::BATCH_V1.as_bytes());
+        out.extend_from_slice(b"\",\"message_id\":\"");
+        out.extend_from_slice(message_id.hyphenated().to_string().as_bytes());
+        out.extend_from_slice(b"\",\"messages\":[");
+        for (i, (headers, payload)) in members.into_iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"headers\":");
+            // A map of strings always serialises.
+            serde_json::to_writer(&mut out, headers).unwrap_or_default();
+            out.extend_from_slice(b",\"message\":");
+            out.extend_from_slice(payload);
+            out.push(b'}');
+        }
+        out.extend_from_slice(b"]}");
+        out
+    }
+
+    /// The members of a batch, in order. The error names what is wrong, never a value.
+    pub fn decode(body: &[u8]) -> Result<Vec<Member<'_>>, String> {
+        serde_json::from_slice::<Envelope<'_>>(body)
+            .map(|e| e.messages)
+            .map_err(|e| format!("batch: {}", crate::privacy::scrub(&e.to_string())))
+    }
 }
 
 /// Deterministic message ids: the same logical message always gets the same id, so no retry
@@ -453,6 +526,69 @@ impl Message for UnitSlaV1 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_gives_back_each_member_with_its_own_headers_and_bytes() {
+        let events: Vec<CaseEventV1> = (0..3)
+            .map(|i| {
+                CaseEventV1::new(
+                    Uuid::new_v4(),
+                    TrackingId::generate(),
+                    "received",
+                    CaseStatus::Received,
+                    Utc::now() + chrono::Duration::seconds(i),
+                )
+            })
+            .collect();
+        let payloads: Vec<Vec<u8>> = events
+            .iter()
+            .map(|e| serde_json::to_vec(e).expect("serialises"))
+            .collect();
+        let headers: Vec<std::collections::HashMap<String, String>> = (0..3)
+            .map(|i| [("traceparent".to_owned(), format!("00-{i:032x}-{i:016x}-01"))].into())
+            .collect();
+        assert!(
+            events
+                .iter()
+                .zip(&payloads)
+                .all(|(e, p)| batch::can_carry(e.message_id, p))
+        );
+        let id = Uuid::now_v7();
+        let body = batch::encode(id, headers.iter().zip(payloads.iter().map(Vec::as_slice)));
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("the batch is JSON");
+        assert_eq!(v["schema"], schema::BATCH_V1);
+        assert_eq!(v["message_id"], id.to_string());
+        let members = batch::decode(&body).expect("decodes");
+        assert_eq!(members.len(), 3);
+        for ((m, e), h) in members.iter().zip(&events).zip(&headers) {
+            assert_eq!(&m.headers, h);
+            assert_eq!(
+                decode::<CaseEventV1>(m.message.get().as_bytes()).expect("member decodes"),
+                *e
+            );
+        }
+    }
+
+    #[test]
+    fn only_objects_carrying_their_own_message_id_travel_in_a_batch() {
+        let id = Uuid::parse_str("0190f5a8-6c1e-7cc2-9a0b-5b7d8e1f2a3b").expect("a UUID");
+        assert!(!batch::can_carry(id, b"{this is not json"));
+        assert!(!batch::can_carry(
+            id,
+            br#"{"schema":"lapor.case_event.v1"}"#
+        ));
+        assert!(!batch::can_carry(id, br#"{"message_id":"not-a-uuid"}"#));
+        assert!(!batch::can_carry(id, br#"["message_id"]"#));
+        let body = br#"{"message_id":"0190f5a8-6c1e-7cc2-9a0b-5b7d8e1f2a3b","x":1}"#;
+        assert!(batch::can_carry(id, body));
+        assert!(
+            !batch::can_carry(Uuid::new_v4(), body),
+            "a body carrying another id than its message's"
+        );
+        let err = batch::decode(br#"{"schema":"lapor.batch.v1","messages":{}}"#)
+            .expect_err("messages must be a list");
+        assert!(err.starts_with("batch: "), "{err}");
+    }
 
     fn content(anonymous: bool) -> CaseContent {
         CaseContent {

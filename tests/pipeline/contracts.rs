@@ -14,7 +14,7 @@ fn contracts() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/contracts")
 }
 
-fn validator(file: &str) -> jsonschema::Validator {
+pub(crate) fn validator(file: &str) -> jsonschema::Validator {
     let path = contracts()
         .join("schemas")
         .join(file)
@@ -122,7 +122,33 @@ async fn every_message_and_answer_matches_the_published_schemas() {
     app.wait_status(&unclear, "in_review").await;
     app.settle().await;
 
-    let tapped = app.tapped().await;
+    let batch = validator("batch.v1.schema.json");
+    let mut tapped = Vec::new();
+    for m in app.tapped().await {
+        if m.body["schema"] == "lapor.batch.v1" {
+            // Validated as a whole, then each member as the message it carries.
+            check(&batch, &format!("a batch on {}", m.routing_key), &m.body);
+            tapped.extend(lapor_tests::members(&m));
+        } else {
+            tapped.push(m);
+        }
+    }
+    // The batch the relay would write of this run's case events matches its schema too, so
+    // the check holds even when every event of the run happened to travel alone.
+    let events: Vec<&lapor_tests::Received> = tapped
+        .iter()
+        .filter(|m| m.body["schema"] == "lapor.case_event.v1")
+        .collect();
+    assert!(!events.is_empty());
+    let encoded = lapor_shared::messages::batch::encode(
+        uuid::Uuid::now_v7(),
+        events.iter().map(|m| (&m.headers, m.raw.as_slice())),
+    );
+    check(
+        &batch,
+        "a batch of this run's case events",
+        &serde_json::from_slice(&encoded).unwrap(),
+    );
     let mut seen = BTreeMap::<String, usize>::new();
     for m in &tapped {
         let schema = m.body["schema"]

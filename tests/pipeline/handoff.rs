@@ -373,3 +373,104 @@ async fn a_message_parked_inside_a_batch_hands_nothing_over() {
     ctx.pool.close().await;
     scratch.remove().await;
 }
+
+/// A case event's shape as far as batching cares: a JSON object with its `message_id`.
+fn event(key: &str) -> Outgoing {
+    let id = Uuid::new_v4();
+    Outgoing::json(
+        exchange::EVENTS,
+        key.to_owned(),
+        id,
+        &serde_json::json!({"message_id": id, "test": key}),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_published_together_cross_the_broker_in_batches_of_one_routing_key() {
+    use futures::StreamExt;
+    let scratch = Scratch::create().await;
+    let mut settings = scratch.settings.clone();
+    settings.amqp.publish_timeout_ms = 60_000;
+    settings.outbox.poll_interval_ms = 60_000;
+    settings.outbox.events_per_message = 3;
+    let (ctx, stop, relay) = start(settings).await;
+    let (_conn, mut seen) = tap(&ctx).await;
+
+    // Seven events of one key, one of another, and one that cannot travel in a batch (no
+    // message id in its body), committed together and handed over in one piece.
+    let batched: Vec<Outgoing> = (0..7).map(|_| event("test.batched")).collect();
+    let other = [event("test.other")];
+    let loner = [message("test.batched")];
+    let all: Vec<Outgoing> = batched
+        .iter()
+        .chain(&other)
+        .chain(&loner)
+        .cloned()
+        .collect();
+    let rows = commit(&ctx, &all, &[]).await;
+    assert_eq!(rows.len(), 9);
+    ctx.handoff.as_ref().unwrap().send(rows);
+
+    // 3 + 3 in two batches; the seventh, the other key's and the loner alone.
+    let mut batches = Vec::new();
+    let mut alone = Vec::new();
+    for _ in 0..5 {
+        let d = tokio::time::timeout(Duration::from_secs(10), seen.next())
+            .await
+            .expect("published in time")
+            .unwrap()
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&d.data).unwrap();
+        if body["schema"] == "lapor.batch.v1" {
+            assert_eq!(d.routing_key.as_str(), "test.batched");
+            let members = lapor_shared::messages::batch::decode(&d.data).unwrap();
+            let ids: Vec<Uuid> = members
+                .iter()
+                .map(|m| {
+                    assert!(
+                        m.headers.contains_key("traceparent"),
+                        "each member keeps its own trace context"
+                    );
+                    let v: serde_json::Value = serde_json::from_str(m.message.get()).unwrap();
+                    Uuid::parse_str(v["message_id"].as_str().unwrap()).unwrap()
+                })
+                .collect();
+            batches.push(ids);
+        } else {
+            let id = Uuid::parse_str(d.properties.message_id().as_ref().unwrap().as_str()).unwrap();
+            alone.push((d.routing_key.to_string(), id));
+        }
+    }
+    let ids = |o: &[Outgoing]| o.iter().map(|m| m.message_id).collect::<Vec<_>>();
+    assert_eq!(
+        batches,
+        vec![ids(&batched[..3]), ids(&batched[3..6])],
+        "members in the order written, at most events_per_message in one"
+    );
+    alone.sort();
+    let mut expected = vec![
+        ("test.batched".to_owned(), batched[6].message_id),
+        ("test.batched".to_owned(), loner[0].message_id),
+        ("test.other".to_owned(), other[0].message_id),
+    ];
+    expected.sort();
+    assert_eq!(alone, expected);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), seen.next())
+            .await
+            .is_err(),
+        "nothing is published twice"
+    );
+    // The batches' rows are deleted like any other once confirmed.
+    for _ in 0..100 {
+        if outbox_rows(&ctx).await == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(outbox_rows(&ctx).await, 0);
+    stop.cancel();
+    relay.await.unwrap();
+    ctx.pool.close().await;
+    scratch.remove().await;
+}

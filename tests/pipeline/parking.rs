@@ -243,3 +243,104 @@ async fn a_message_that_keeps_failing_reaches_the_delivery_limit_and_is_parked()
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_member_of_a_batch_is_handled_alone_and_a_bad_one_is_parked_alone() {
+    use lapor_shared::messages::batch;
+    let app = TestApp::spawn().await;
+    let tid = app
+        .submit(&complaint(
+            "Bantuan PKH kami tidak cair, mohon ditindaklanjuti.",
+        ))
+        .await;
+    assert_eq!(
+        app.next_for_unit("LINJAMSOS").await.body["tracking_id"],
+        tid
+    );
+    app.settle().await;
+    // The case.received this complaint was handed over with, alone or in a batch.
+    let original = app
+        .tapped()
+        .await
+        .iter()
+        .flat_map(lapor_tests::members)
+        .find(|m| m.routing_key == "case.received" && m.body["tracking_id"] == tid.as_str())
+        .expect("the complaint's case.received was published");
+
+    let missing = uuid::Uuid::new_v4();
+    let no_case = serde_json::to_vec(&json!({
+        "schema": "lapor.case_event.v1", "message_id": missing, "case_id": uuid::Uuid::new_v4(),
+        "tracking_id": "0000-0000-0000", "occurred_at": "2026-12-04T10:00:00Z", "event": "received", "status": "received"
+    }))
+    .unwrap();
+    let no_id = br#"{"schema":"lapor.case_event.v1","event":"received"}"#.to_vec();
+    let none = std::collections::HashMap::new();
+    let members: Vec<(&std::collections::HashMap<String, String>, &[u8])> = vec![
+        // Already handled: a redelivery, whatever carried it the first time.
+        (&original.headers, original.raw.as_slice()),
+        (&none, no_case.as_slice()),
+        (&none, no_id.as_slice()),
+        (&none, b"42"),
+    ];
+    let envelope = batch::encode(uuid::Uuid::now_v7(), members);
+    app.publish_raw(exchange::EVENTS, "case.received", &envelope)
+        .await;
+    let broken = br#"{"schema":"lapor.batch.v1","message_id":"0190f5a8-6c1e-7cc2-9a0b-5b7d8e1f2a3b","messages":{}}"#;
+    app.publish_raw(exchange::EVENTS, "case.received", broken)
+        .await;
+
+    app.wait_count("SELECT count(*) FROM parked_messages", 4)
+        .await;
+    let rows: Vec<(Option<String>, String, Vec<u8>)> =
+        sqlx::query_as("SELECT message_id, reason, payload FROM parked_messages ORDER BY id")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    let parked = |payload: &[u8]| {
+        rows.iter()
+            .find(|(_, _, p)| p == payload)
+            .unwrap_or_else(|| {
+                panic!(
+                    "{} was not parked alone: {rows:#?}",
+                    String::from_utf8_lossy(payload)
+                )
+            })
+    };
+    // Each bad member alone, with its own bytes and id, not the batch around it.
+    let (id, reason, _) = parked(&no_case);
+    assert_eq!(id.as_deref(), Some(missing.to_string().as_str()));
+    assert!(reason.contains("does not exist"), "{reason}");
+    assert!(parked(&no_id).1.contains("message_id"));
+    assert!(parked(b"42").1.contains("message_id"));
+    // A batch that cannot be read at all is parked whole.
+    assert!(parked(broken).1.starts_with("batch: "));
+    assert!(!rows.iter().any(|(_, _, p)| *p == envelope));
+
+    // The member already handled changed nothing: no second verification, no second delivery.
+    app.settle().await;
+    let case_id = app.case_id(&tid).await;
+    let verified: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM case_events WHERE case_id = $1 AND event = 'verified'",
+    )
+    .bind(case_id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(verified, 1);
+    assert!(app.drain_unit("LINJAMSOS").await.is_empty());
+    // Everything acknowledged.
+    let q = app
+        .channel
+        .queue_declare(
+            "verifier.cases".into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(q.message_count(), 0);
+    app.stop().await;
+}

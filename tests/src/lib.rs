@@ -345,6 +345,29 @@ pub fn complaint(text: &str) -> Value {
     })
 }
 
+/// The members of a `lapor.batch.v1` message, each as the message it would be alone (its
+/// own headers and message id); any other message as itself.
+pub fn members(m: &Received) -> Vec<Received> {
+    match lapor_shared::messages::batch::decode(&m.raw) {
+        Ok(members) if m.body["schema"] == "lapor.batch.v1" => members
+            .into_iter()
+            .map(|b| {
+                let raw = b.message.get().as_bytes().to_vec();
+                let body: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+                Received {
+                    routing_key: m.routing_key.clone(),
+                    exchange: m.exchange.clone(),
+                    message_id: body["message_id"].as_str().map(str::to_owned),
+                    body,
+                    raw,
+                    headers: b.headers,
+                }
+            })
+            .collect(),
+        _ => vec![m.clone()],
+    }
+}
+
 /// A delivery taken from a queue.
 #[derive(Debug, Clone)]
 pub struct Received {

@@ -1,12 +1,15 @@
 //! The consumer loop every service uses. Each channel takes the deliveries that are ready (up
 //! to `amqp.batch_max`; under light load that is one) and handles them as a batch:
 //!
-//! 1. read each `message_id` (a message without one is parked);
+//! 1. take out the messages each delivery carries: itself, or the members of a
+//!    `lapor.batch.v1` ([`crate::messages::batch`]), which from here on are messages like any
+//!    other; read each `message_id` (a message without one is parked alone);
 //! 2. in one transaction: record the ids in the inbox (those already there are redeliveries:
 //!    nothing to do) and apply the handler's effect for the rest, including their outbox
 //!    messages; a message the handler refuses is parked in the same transaction;
-//! 3. commit, then acknowledge the whole batch with one `ack multiple`. A crash between commit
-//!    and ack redelivers the messages, and the inbox turns them into no-ops.
+//! 3. commit (one transaction per `amqp.batch_max` messages), then acknowledge the whole batch
+//!    of deliveries with one `ack multiple`. A crash between commit and ack redelivers the
+//!    messages, and the inbox turns them into no-ops.
 //!
 //! A handler says what a failure means. A per-message refusal, or [`HandleError::Park`]: the
 //! message can never succeed (bad content, an impossible state); it is recorded with its
@@ -188,27 +191,98 @@ pub enum Outcome {
     Abandoned,
 }
 
-fn incoming(d: &Delivery, queue: &str, consumer: &'static str) -> Result<Incoming, String> {
+/// The messages a delivery carries: itself, or the members of a batch (`lapor.batch.v1`, see
+/// [`crate::messages::batch`]), each with its own id, trace and span. One that cannot be read
+/// comes back as the record to park it with.
+fn incoming(
+    d: &Delivery,
+    queue: &str,
+    consumer: &'static str,
+) -> Vec<Result<Incoming, Box<parked::Parked>>> {
     #[derive(serde::Deserialize)]
-    struct Id {
+    struct Head {
+        schema: Option<String>,
         message_id: Option<Uuid>,
     }
     let headers = headers::from_table(d.properties.headers().as_ref());
-    let from_body = serde_json::from_slice::<Id>(&d.data)
-        .ok()
-        .and_then(|i| i.message_id);
+    let head = serde_json::from_slice::<Head>(&d.data).ok();
     let from_props = d
         .properties
         .message_id()
         .as_ref()
-        .and_then(|m| Uuid::parse_str(m.as_str()).ok());
-    let message_id = from_body.or(from_props).ok_or_else(|| {
-        if serde_json::from_slice::<serde_json::Value>(&d.data).is_err() {
-            "body is not JSON".to_owned()
+        .map(|m| m.as_str().to_owned());
+    let unreadable = |headers, payload, reason| parked::Parked {
+        queue: queue.to_owned(),
+        exchange: d.exchange.as_str().to_owned(),
+        routing_key: d.routing_key.as_str().to_owned(),
+        message_id: from_props.clone(),
+        reason,
+        headers,
+        payload,
+    };
+    let Some(head) = head else {
+        let reason = if serde_json::from_slice::<serde_json::Value>(&d.data).is_err() {
+            "body is not JSON"
         } else {
-            "message has no valid message_id (a UUID) in its body".to_owned()
-        }
-    })?;
+            "message has no valid message_id (a UUID) in its body"
+        };
+        return vec![Err(Box::new(unreadable(
+            headers,
+            d.data.clone(),
+            reason.to_owned(),
+        )))];
+    };
+    if head.schema.as_deref() == Some(crate::messages::schema::BATCH_V1) {
+        let members = match crate::messages::batch::decode(&d.data) {
+            Ok(members) => members,
+            Err(reason) => {
+                return vec![Err(Box::new(unreadable(headers, d.data.clone(), reason)))];
+            }
+        };
+        return members
+            .into_iter()
+            .map(|m| {
+                #[derive(serde::Deserialize)]
+                struct Id {
+                    message_id: Uuid,
+                }
+                let body = m.message.get().as_bytes().to_vec();
+                match serde_json::from_slice::<Id>(&body) {
+                    Ok(id) => Ok(one(d, queue, consumer, id.message_id, m.headers, body)),
+                    Err(_) => Err(Box::new(parked::Parked {
+                        message_id: None,
+                        ..unreadable(
+                            m.headers,
+                            body,
+                            "batch member has no valid message_id (a UUID)".to_owned(),
+                        )
+                    })),
+                }
+            })
+            .collect();
+    }
+    match head
+        .message_id
+        .or_else(|| from_props.as_deref().and_then(|m| Uuid::parse_str(m).ok()))
+    {
+        Some(id) => vec![Ok(one(d, queue, consumer, id, headers, d.data.clone()))],
+        None => vec![Err(Box::new(unreadable(
+            headers,
+            d.data.clone(),
+            "message has no valid message_id (a UUID) in its body".to_owned(),
+        )))],
+    }
+}
+
+/// One message of a delivery, with its own `process` span.
+fn one(
+    d: &Delivery,
+    queue: &str,
+    consumer: &'static str,
+    message_id: Uuid,
+    headers: HashMap<String, String>,
+    body: Vec<u8>,
+) -> Incoming {
     let span = tracing::info_span!(
         "process",
         otel.name = format!("process {queue}"),
@@ -222,16 +296,16 @@ fn incoming(d: &Delivery, queue: &str, consumer: &'static str) -> Result<Incomin
         outcome = tracing::field::Empty,
     );
     telemetry::extract_into(&span, &headers);
-    Ok(Incoming {
+    Incoming {
         message_id,
         queue: queue.to_owned(),
         exchange: d.exchange.as_str().to_owned(),
         routing_key: d.routing_key.as_str().to_owned(),
         redelivered: d.redelivered,
         headers,
-        body: d.data.clone(),
+        body,
         span,
-    })
+    }
 }
 
 fn parked_record(msg: &Incoming, reason: String) -> parked::Parked {
@@ -258,6 +332,8 @@ struct Consumer<H> {
     /// The connections the batches' transactions run on, kept between batches.
     kept: Kept,
     handoff: Option<outbox::Handoff>,
+    /// The most messages one transaction handles.
+    batch_max: usize,
 }
 
 /// [`transact`], handing what it wrote to the outbox to the relay once it has committed.
@@ -463,45 +539,45 @@ async fn process_batch<H: BatchHandler>(
     deliveries: Vec<Delivery>,
     shutdown: &CancellationToken,
 ) -> bool {
-    let mut outcomes: Vec<Option<Outcome>> = vec![None; deliveries.len()];
-    let mut decoded = Vec::with_capacity(deliveries.len());
+    // Every message, and the delivery that carried it (a batch carries several).
+    let mut outcomes: Vec<(usize, Outcome)> = Vec::with_capacity(deliveries.len());
+    let mut decoded: Vec<(usize, Incoming)> = Vec::with_capacity(deliveries.len());
     for (i, d) in deliveries.iter().enumerate() {
-        match incoming(d, queue, c.handler.name()) {
-            Ok(m) => decoded.push((i, m)),
-            Err(reason) => {
-                let p = parked::Parked {
-                    queue: queue.to_owned(),
-                    exchange: d.exchange.as_str().to_owned(),
-                    routing_key: d.routing_key.as_str().to_owned(),
-                    message_id: d
-                        .properties
-                        .message_id()
-                        .as_ref()
-                        .map(|m| m.as_str().to_owned()),
-                    reason,
-                    headers: headers::from_table(d.properties.headers().as_ref()),
-                    payload: d.data.clone(),
-                };
-                outcomes[i] = Some(if park_retrying(&c.pool, &p, shutdown).await {
-                    Outcome::Parked(p.reason)
-                } else {
-                    Outcome::Abandoned
-                });
+        for m in incoming(d, queue, c.handler.name()) {
+            match m {
+                Ok(m) => decoded.push((i, m)),
+                Err(p) => {
+                    let o = if park_retrying(&c.pool, &p, shutdown).await {
+                        Outcome::Parked(p.reason)
+                    } else {
+                        Outcome::Abandoned
+                    };
+                    outcomes.push((i, o));
+                }
             }
         }
     }
+    // At most `batch_max` messages per transaction, however they were carried.
     let msgs: Vec<&Incoming> = decoded.iter().map(|(_, m)| m).collect();
-    let results = process_decoded(c, queue, &msgs, shutdown).await;
+    let mut results = Vec::with_capacity(msgs.len());
+    for part in msgs.chunks(c.batch_max) {
+        if results.last() == Some(&Outcome::Abandoned) {
+            results.extend(part.iter().map(|_| Outcome::Abandoned));
+            continue;
+        }
+        results.extend(process_decoded(c, queue, part, shutdown).await);
+    }
     for ((i, m), o) in decoded.iter().zip(results) {
         m.span.record("outcome", format!("{o:?}").as_str());
-        outcomes[*i] = Some(o);
+        outcomes.push((*i, o));
     }
-    let outcomes: Vec<Outcome> = outcomes
-        .into_iter()
-        .map(|o| o.unwrap_or(Outcome::Abandoned))
-        .collect();
+    // A delivery is done when every message it carried is.
+    let mut abandoned = vec![false; deliveries.len()];
+    for (i, o) in &outcomes {
+        abandoned[*i] |= *o == Outcome::Abandoned;
+    }
 
-    let complete = !outcomes.contains(&Outcome::Abandoned);
+    let complete = !abandoned.contains(&true);
     let acks: Vec<(&Delivery, BasicAckOptions)> = if complete {
         // Everything up to the last delivery tag of the batch, in one frame: the channel
         // handles one batch at a time, so nothing before it is still in progress.
@@ -513,8 +589,8 @@ async fn process_batch<H: BatchHandler>(
     } else {
         deliveries
             .iter()
-            .zip(&outcomes)
-            .filter(|(_, o)| **o != Outcome::Abandoned)
+            .zip(&abandoned)
+            .filter(|(_, abandoned)| !**abandoned)
             .map(|(d, _)| (d, BasicAckOptions::default()))
             .collect()
     };
@@ -530,7 +606,7 @@ async fn process_batch<H: BatchHandler>(
         }
     }
     let mut counts: HashMap<&'static str, u64> = HashMap::new();
-    for o in &outcomes {
+    for (_, o) in &outcomes {
         let label = match o {
             Outcome::Applied => "applied",
             Outcome::Duplicate => "duplicate",
@@ -588,6 +664,7 @@ pub async fn run<H: BatchHandler>(
         kept: Kept::new(pool.clone()),
         pool,
         handoff,
+        batch_max,
     });
     let drive: Drive = Arc::new(move |deliveries| {
         let (c, q, stop) = (consumer.clone(), q.clone(), stop.clone());

@@ -4,6 +4,7 @@
 
 use super::{headers, short};
 use crate::db::outbox::OutboxRow;
+use crate::messages::{batch, exchange};
 use crate::telemetry;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Connection};
@@ -27,6 +28,8 @@ pub struct Publisher {
     channel: Channel,
     timeout: Duration,
     app_id: &'static str,
+    /// The most case events one message on `lapor.events` carries (1: each alone).
+    events_per_message: usize,
 }
 
 impl Publisher {
@@ -43,7 +46,15 @@ impl Publisher {
             channel,
             timeout,
             app_id,
+            events_per_message: 1,
         })
+    }
+
+    /// Carries up to `n` case events of one routing key in one message (`lapor.batch.v1`, see
+    /// [`crate::messages::batch`]).
+    pub fn batching_events(mut self, n: usize) -> Self {
+        self.events_per_message = n.max(1);
+        self
     }
 
     pub fn channel(&self) -> &Channel {
@@ -52,9 +63,14 @@ impl Publisher {
 
     /// Publishes every row and waits until the broker has confirmed all of them. Each message
     /// gets a `publish` span, child of the span that wrote it to the outbox, whose context is
-    /// what the consumer continues.
+    /// what the consumer continues. Case events on `lapor.events` with the same routing key
+    /// travel together, up to `events_per_message` in one batch, each member with its own
+    /// trace context.
     pub async fn publish_rows(&self, rows: &[OutboxRow]) -> Result<(), PublishError> {
         let mut pending = Vec::with_capacity(rows.len());
+        // Open batches by routing key: (key, members with their headers and spans).
+        type Members<'r> = Vec<(&'r OutboxRow, HashMap<String, String>, tracing::Span)>;
+        let mut batches: Vec<(&str, Members<'_>)> = Vec::new();
         for row in rows {
             let span = tracing::info_span!(
                 "publish",
@@ -67,21 +83,55 @@ impl Publisher {
                 messaging.message.id = %row.message_id,
             );
             telemetry::extract_into(&span, &row.headers.0);
-            let confirm = async {
+            let hdrs = span.in_scope(|| {
                 let mut hdrs: HashMap<String, String> = telemetry::inject_current();
                 hdrs.retain(|k, v| (k == "traceparent" || k == "tracestate") && !v.is_empty());
-                self.publish_one(
+                hdrs
+            });
+            if self.events_per_message > 1
+                && row.exchange == exchange::EVENTS
+                && batch::can_carry(row.message_id, &row.payload)
+            {
+                let open = batches.iter_mut().find(|(key, members)| {
+                    *key == row.routing_key && members.len() < self.events_per_message
+                });
+                match open {
+                    Some((_, members)) => members.push((row, hdrs, span)),
+                    None => batches.push((&row.routing_key, vec![(row, hdrs, span)])),
+                }
+                continue;
+            }
+            let confirm = self
+                .publish_one(
                     &row.exchange,
                     &row.routing_key,
                     row.message_id,
                     &row.payload,
                     &hdrs,
                 )
-                .await
-            }
-            .instrument(span)
-            .await?;
+                .instrument(span)
+                .await?;
             pending.push((row.message_id, confirm));
+        }
+        for (key, members) in &batches {
+            let confirm = match members.as_slice() {
+                [(row, hdrs, span)] => {
+                    self.publish_one(exchange::EVENTS, key, row.message_id, &row.payload, hdrs)
+                        .instrument(span.clone())
+                        .await?
+                }
+                _ => {
+                    let id = uuid::Uuid::now_v7();
+                    let body = batch::encode(
+                        id,
+                        members.iter().map(|(r, h, _)| (h, r.payload.as_slice())),
+                    );
+                    // The members' spans end once the broker has confirmed it.
+                    self.publish_one(exchange::EVENTS, key, id, &body, &HashMap::new())
+                        .await?
+                }
+            };
+            pending.push((members[0].0.message_id, confirm));
         }
         crate::fault::point("before_confirm");
         let wait = async {
@@ -93,9 +143,11 @@ impl Publisher {
             }
             Ok(())
         };
-        tokio::time::timeout(self.timeout, wait)
+        let confirmed = tokio::time::timeout(self.timeout, wait)
             .await
-            .map_err(|_| PublishError::Timeout(self.timeout))?
+            .map_err(|_| PublishError::Timeout(self.timeout))?;
+        drop(batches);
+        confirmed
     }
 
     async fn publish_one(

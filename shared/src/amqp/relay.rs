@@ -225,7 +225,9 @@ async fn session(
 ) -> anyhow::Result<()> {
     let (settings, pool, topology, app_id) = (w.settings, w.pool, w.topology, w.app_id);
     let conn = super::connect(&settings.amqp, &format!("{app_id} outbox relay")).await?;
-    let publisher = Publisher::open(&conn, settings.amqp.publish_timeout(), app_id).await?;
+    let publisher = Publisher::open(&conn, settings.amqp.publish_timeout(), app_id)
+        .await?
+        .batching_events(settings.outbox.events_per_message as usize);
     topology.declare(publisher.channel()).await?;
     let mut listener = PgListener::connect_with(pool).await?;
     listener.listen("lapor_outbox").await?;

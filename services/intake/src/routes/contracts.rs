@@ -18,6 +18,7 @@ macro_rules! schemas {
 pub const SCHEMAS: &[(&str, &str)] = schemas!(
     "common.schema.json",
     "case_event.v1.schema.json",
+    "batch.v1.schema.json",
     "unit_case.v1.schema.json",
     "unit_reply.v1.schema.json",
     "unit_sla.v1.schema.json",
