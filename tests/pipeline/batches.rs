@@ -241,18 +241,7 @@ async fn a_batch_commits_together_parks_what_it_refuses_and_falls_back_to_single
     );
 
     // Every delivery was acknowledged: with the consumer gone, nothing came back.
-    let left = ch
-        .queue_declare(
-            QUEUE.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(left.message_count(), 0);
+    assert_eq!(lapor_tests::queue_len(&ch, QUEUE).await, 0);
 
     amqp.close(200, "done".into()).await.ok();
     pool.close().await;

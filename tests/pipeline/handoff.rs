@@ -129,10 +129,14 @@ async fn start(settings: Settings) -> (Context, CancellationToken, tokio::task::
 async fn start_handoff_only(
     scratch: &Scratch,
 ) -> (Context, CancellationToken, tokio::task::JoinHandle<()>) {
+    start(handoff_only(scratch)).await
+}
+
+fn handoff_only(scratch: &Scratch) -> Settings {
     let mut settings = scratch.settings.clone();
     settings.amqp.publish_timeout_ms = 60_000;
     settings.outbox.poll_interval_ms = 60_000;
-    start(settings).await
+    settings
 }
 
 async fn outbox_rows(ctx: &Context) -> i64 {
@@ -140,6 +144,17 @@ async fn outbox_rows(ctx: &Context) -> i64 {
         .fetch_one(&ctx.pool)
         .await
         .unwrap()
+}
+
+/// Waits up to 5 s for the relay to delete every outbox row it published.
+async fn outbox_empties(ctx: &Context) {
+    for _ in 0..100 {
+        if outbox_rows(ctx).await == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(outbox_rows(ctx).await, 0, "published rows were not deleted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,13 +187,7 @@ async fn handed_off_rows_go_out_at_once_and_the_rest_at_the_flush() {
         kept[0].message_id
     );
     // Deleted once confirmed.
-    for _ in 0..100 {
-        if outbox_rows(&ctx).await == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(outbox_rows(&ctx).await, 0);
+    outbox_empties(&ctx).await;
 
     // A producer that committed and died before handing over: the flush at shutdown takes
     // its rows although their grace has not passed.
@@ -389,9 +398,7 @@ fn event(key: &str) -> Outgoing {
 async fn events_published_together_cross_the_broker_in_batches_of_one_routing_key() {
     use futures::StreamExt;
     let scratch = Scratch::create().await;
-    let mut settings = scratch.settings.clone();
-    settings.amqp.publish_timeout_ms = 60_000;
-    settings.outbox.poll_interval_ms = 60_000;
+    let mut settings = handoff_only(&scratch);
     settings.outbox.events_per_message = 3;
     let (ctx, stop, relay) = start(settings).await;
     let (_conn, mut seen) = tap(&ctx).await;
@@ -462,13 +469,7 @@ async fn events_published_together_cross_the_broker_in_batches_of_one_routing_ke
         "nothing is published twice"
     );
     // The batches' rows are deleted like any other once confirmed.
-    for _ in 0..100 {
-        if outbox_rows(&ctx).await == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(outbox_rows(&ctx).await, 0);
+    outbox_empties(&ctx).await;
     stop.cancel();
     relay.await.unwrap();
     ctx.pool.close().await;

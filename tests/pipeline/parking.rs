@@ -65,19 +65,7 @@ async fn a_malformed_message_on_each_queue_is_parked_and_good_ones_keep_flowing(
         "distributor.verified",
         "distributor.followups",
     ] {
-        let n = app
-            .channel
-            .queue_declare(
-                q.into(),
-                lapin::options::QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                Default::default(),
-            )
-            .await
-            .unwrap();
-        assert_eq!(n.message_count(), 0, "{q}");
+        assert_eq!(lapor_tests::queue_len(&app.channel, q).await, 0, "{q}");
     }
     app.stop().await;
 }
@@ -329,18 +317,9 @@ async fn each_member_of_a_batch_is_handled_alone_and_a_bad_one_is_parked_alone()
     assert_eq!(verified, 1);
     assert!(app.drain_unit("LINJAMSOS").await.is_empty());
     // Everything acknowledged.
-    let q = app
-        .channel
-        .queue_declare(
-            "verifier.cases".into(),
-            lapin::options::QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            Default::default(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(q.message_count(), 0);
+    assert_eq!(
+        lapor_tests::queue_len(&app.channel, "verifier.cases").await,
+        0
+    );
     app.stop().await;
 }

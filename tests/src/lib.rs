@@ -272,6 +272,21 @@ impl Drop for TestApp {
     }
 }
 
+/// How many messages `queue` holds that nobody has taken (a passive declare).
+pub async fn queue_len(ch: &lapin::Channel, queue: &str) -> u32 {
+    ch.queue_declare(
+        queue.into(),
+        lapin::options::QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        },
+        Default::default(),
+    )
+    .await
+    .unwrap()
+    .message_count()
+}
+
 /// Publishes each body as a persistent message straight to `queue`, waiting for the broker's
 /// confirm of each: when this returns, they are all queued.
 pub async fn queue_json(ch: &lapin::Channel, queue: &str, bodies: &[Value]) {
