@@ -321,5 +321,29 @@ async fn each_member_of_a_batch_is_handled_alone_and_a_bad_one_is_parked_alone()
         lapor_tests::queue_len(&app.channel, "verifier.cases").await,
         0
     );
+    // Operators see how many messages the broker took for the rows the relays published.
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let counter = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} is not in /metrics:\n{metrics}"))
+    };
+    let (rows, messages) = (
+        counter("lapor_outbox_published_total"),
+        counter("lapor_amqp_published_messages_total"),
+    );
+    assert!(
+        messages >= 1.0 && messages <= rows,
+        "{messages} messages for {rows} rows"
+    );
     app.stop().await;
 }

@@ -134,6 +134,7 @@ impl Publisher {
             pending.push((members[0].0.message_id, confirm));
         }
         crate::fault::point("before_confirm");
+        let messages = pending.len() as u64;
         let wait = async {
             for (id, confirm) in pending {
                 let c = confirm.await?;
@@ -147,6 +148,10 @@ impl Publisher {
             .await
             .map_err(|_| PublishError::Timeout(self.timeout))?;
         drop(batches);
+        if confirmed.is_ok() {
+            // Beside the relay's count of rows: how many messages the broker took for them.
+            metrics::counter!("lapor_amqp_published_messages_total").increment(messages);
+        }
         confirmed
     }
 
