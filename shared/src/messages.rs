@@ -151,9 +151,13 @@ pub mod batch {
 
     /// The members of a batch, in order. The error names what is wrong, never a value.
     pub fn decode(body: &[u8]) -> Result<Vec<Member<'_>>, String> {
-        serde_json::from_slice::<Envelope<'_>>(body)
+        let members = serde_json::from_slice::<Envelope<'_>>(body)
             .map(|e| e.messages)
-            .map_err(|e| format!("batch: {}", crate::privacy::scrub(&e.to_string())))
+            .map_err(|e| format!("batch: {}", crate::privacy::scrub(&e.to_string())))?;
+        if members.is_empty() {
+            return Err("batch: it carries no messages".to_owned());
+        }
+        Ok(members)
     }
 }
 
@@ -588,6 +592,9 @@ mod tests {
         let err = batch::decode(br#"{"schema":"lapor.batch.v1","messages":{}}"#)
             .expect_err("messages must be a list");
         assert!(err.starts_with("batch: "), "{err}");
+        let err = batch::decode(br#"{"schema":"lapor.batch.v1","messages":[]}"#)
+            .expect_err("an empty batch is malformed, not nothing to do");
+        assert!(err.contains("no messages"), "{err}");
     }
 
     fn content(anonymous: bool) -> CaseContent {
