@@ -322,15 +322,7 @@ async fn each_member_of_a_batch_is_handled_alone_and_a_bad_one_is_parked_alone()
         0
     );
     // Operators see how many messages the broker took for the rows the relays published.
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     let counter = |name: &str| -> f64 {
         metrics
             .lines()

@@ -122,15 +122,7 @@ async fn identity_reaches_only_the_assignee_of_a_named_report() {
         );
     }
     // Metric labels.
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(leaks(&metrics, &nik).is_empty());
     // The public tracking answers and the parking reasons.
     for tid in [&named, &anonymous, &needs_info] {

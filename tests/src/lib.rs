@@ -272,6 +272,35 @@ impl Drop for TestApp {
     }
 }
 
+/// Where the binaries under test are: the folder named by `var`, or the one this binary
+/// runs from.
+pub fn bin_dir(var: &str) -> std::path::PathBuf {
+    std::env::var(var)
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| {
+            std::env::current_exe()
+                .unwrap()
+                .parent()
+                .unwrap()
+                .to_owned()
+        })
+}
+
+/// Removes a run's database and vhost (the bench's and the crash test's), whatever is
+/// still connected to them; failures are ignored, as a run ends either way.
+pub async fn remove_run(admin: &BrokerAdmin, vhost: &str, db: &str) {
+    if let Ok(pool) = PgPool::connect("postgres://postgres@127.0.0.1:5432/postgres").await {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"
+        )))
+        .execute(&pool)
+        .await
+        .ok();
+        pool.close().await;
+    }
+    admin.delete_vhost(vhost).await.ok();
+}
+
 /// How many messages `queue` holds that nobody has taken (a passive declare).
 pub async fn queue_len(ch: &lapin::Channel, queue: &str) -> u32 {
     ch.queue_declare(
@@ -571,6 +600,18 @@ impl TestApp {
         let v: Value = r.json().await.unwrap();
         assert_eq!(status, 202, "{v}");
         v["tracking_id"].as_str().unwrap().to_owned()
+    }
+
+    /// Intake's `/metrics` page, as Prometheus would read it.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     pub async fn status(&self, tracking_id: &str) -> Value {

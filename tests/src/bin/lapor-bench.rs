@@ -473,13 +473,7 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("kept: database {db}, vhost {vhost} (BENCH_KEEP=1)");
         return outcome;
     }
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"
-    )))
-    .execute(&admin_pool)
-    .await
-    .ok();
-    admin.delete_vhost(&vhost).await.ok();
+    lapor_tests::remove_run(&admin, &vhost, &db).await;
     outcome
 }
 
@@ -488,15 +482,7 @@ async fn measure(run: &str, amqp_url: &str, db_url: &str) -> anyhow::Result<()> 
     let n: usize = env_num("BENCH_N", 20_000);
     let concurrency: usize = env_num("BENCH_CONCURRENCY", 32);
     let hop_n: usize = env_num("BENCH_HOP_N", 50_000);
-    let bin_dir = std::env::var("BENCH_BIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            std::env::current_exe()
-                .unwrap()
-                .parent()
-                .unwrap()
-                .to_owned()
-        });
+    let bin_dir = lapor_tests::bin_dir("BENCH_BIN_DIR");
     // This VM's broker ceiling moves by up to a factor of two from one run to the next; the
     // best of three is the ceiling the pipeline is compared with.
     eprintln!("broker ceiling: relay hop of {hop_n} messages, three times...");

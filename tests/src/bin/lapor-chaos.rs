@@ -231,15 +231,7 @@ async fn main() -> anyhow::Result<()> {
     let pg_pause: u64 = env_num("CHAOS_PG_PAUSE_SECS", 20);
     let faults = std::env::var("CHAOS_FAULTS")
         .unwrap_or_else(|_| "after_commit:0.003,before_confirm:0.003".into());
-    let bin_dir = std::env::var("CHAOS_BIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            std::env::current_exe()
-                .unwrap()
-                .parent()
-                .unwrap()
-                .to_owned()
-        });
+    let bin_dir = lapor_tests::bin_dir("CHAOS_BIN_DIR");
     if std::process::Command::new("rabbitmqctl")
         .args(["-q", "status"])
         .output()
@@ -591,14 +583,7 @@ async fn main() -> anyhow::Result<()> {
     )?;
     pool.close().await;
 
-    let admin_pool = sqlx::PgPool::connect("postgres://postgres@127.0.0.1:5432/postgres").await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"
-    )))
-    .execute(&admin_pool)
-    .await
-    .ok();
-    admin.delete_vhost(&vhost).await.ok();
+    lapor_tests::remove_run(&admin, &vhost, &db).await;
     if lost + unexpected + duplicated > 0 || copies < accepted.len() {
         eprintln!(
             "FAILED: {line}; copies delivered {copies} of {}",
