@@ -201,7 +201,8 @@ fn incoming(
 ) -> Vec<Result<Incoming, Box<parked::Parked>>> {
     #[derive(serde::Deserialize)]
     struct Head {
-        schema: Option<String>,
+        // Any JSON: a `schema` of the wrong type is the handler's to refuse, by name.
+        schema: Option<serde_json::Value>,
         message_id: Option<Uuid>,
     }
     let headers = headers::from_table(d.properties.headers().as_ref());
@@ -232,7 +233,7 @@ fn incoming(
             reason.to_owned(),
         )))];
     };
-    if head.schema.as_deref() == Some(crate::messages::schema::BATCH_V1) {
+    if head.schema.as_ref().and_then(|v| v.as_str()) == Some(crate::messages::schema::BATCH_V1) {
         let members = match crate::messages::batch::decode(&d.data) {
             Ok(members) => members,
             Err(reason) => {
