@@ -304,21 +304,73 @@ struct Tracked {
     tracking_id: String,
 }
 
-async fn post(http: &reqwest::Client, url: &str, p: &Prepared) -> String {
-    loop {
-        if let Ok(r) = http
-            .post(url)
-            .header("Idempotency-Key", &p.key)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(p.body.clone())
-            .send()
-            .await
-            && r.status() == 202
-            && let Ok(a) = r.json::<Tracked>().await
-        {
-            return a.tracking_id;
+/// The load generator's HTTP/1.1 client: keep-alive connections to intake, each driven by
+/// hyper's own connection task, reused one request at a time. A general client (reqwest)
+/// parsed the URL, took its pool's lock and handed each request to the connection through a
+/// channel; this keeps only what a POST needs.
+struct Client {
+    addr: std::net::SocketAddr,
+    host: hyper::header::HeaderValue,
+    idle: Mutex<Vec<SendRequest>>,
+}
+
+type SendRequest = hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>;
+
+impl Client {
+    fn new(port: u16) -> Self {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        Self {
+            addr,
+            host: hyper::header::HeaderValue::from_str(&addr.to_string()).unwrap(),
+            idle: Mutex::default(),
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    async fn connect(&self) -> anyhow::Result<SendRequest> {
+        let stream = tokio::net::TcpStream::connect(self.addr).await?;
+        stream.set_nodelay(true)?;
+        let (send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            conn.await.ok();
+        });
+        Ok(send)
+    }
+
+    /// Posts a complaint until intake accepts it (202); its tracking id.
+    async fn post(&self, p: &Prepared) -> String {
+        use http_body_util::BodyExt;
+        use hyper::header::{CONTENT_TYPE, HOST};
+        loop {
+            let idle = self.idle.lock().unwrap().pop();
+            let send = match idle {
+                Some(s) => Ok(s),
+                None => self.connect().await,
+            };
+            if let Ok(mut send) = send
+                && send.ready().await.is_ok()
+            {
+                let req = hyper::Request::post("/v1/complaints")
+                    .header(HOST, self.host.clone())
+                    .header(CONTENT_TYPE, "application/json")
+                    .header("idempotency-key", p.key.as_str())
+                    .body(http_body_util::Full::new(p.body.clone()))
+                    .unwrap();
+                if let Ok(r) = send.send_request(req).await {
+                    let status = r.status();
+                    let body = r.into_body().collect().await.map(|b| b.to_bytes());
+                    // Back for the next request once its answer has been read whole.
+                    self.idle.lock().unwrap().push(send);
+                    if status == 202
+                        && let Ok(b) = body
+                        && let Ok(a) = serde_json::from_slice::<Tracked>(&b)
+                    {
+                        return a.tracking_id;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 
@@ -578,12 +630,12 @@ async fn measure(run: &str, amqp_url: &str, db_url: &str) -> anyhow::Result<()> 
     }
     let arrivals: Arrivals = Arc::default();
     let observer = tokio::spawn(observe(amqp_url.to_owned(), arrivals.clone()));
-    let url = format!("http://127.0.0.1:{http_port}/v1/complaints");
+    let client = Arc::new(Client::new(http_port));
 
     // Warm-up.
     let warm: Vec<Prepared> = (0..200).map(|i| prepare(i, "warm")).collect();
     let warm: Vec<String> = futures::stream::iter(&warm)
-        .map(|p| post(&http, &url, p))
+        .map(|p| client.post(p))
         .buffer_unordered(32)
         .collect()
         .await;
@@ -604,7 +656,7 @@ async fn measure(run: &str, amqp_url: &str, db_url: &str) -> anyhow::Result<()> 
     let cpu_before = cpu_snapshot();
     let start = Instant::now();
     let ids: Vec<String> = futures::stream::iter(&bodies)
-        .map(|p| post(&http, &url, p))
+        .map(|p| client.post(p))
         .buffer_unordered(concurrency)
         .collect()
         .await;
@@ -640,10 +692,10 @@ async fn measure(run: &str, amqp_url: &str, db_url: &str) -> anyhow::Result<()> 
     for (i, p) in bodies.into_iter().enumerate() {
         let at = lat_start + interval.mul_f64(i as f64);
         tokio::time::sleep_until(at.into()).await;
-        let (http, url, sent) = (http.clone(), url.clone(), sent.clone());
+        let (client, sent) = (client.clone(), sent.clone());
         tasks.push(tokio::spawn(async move {
             let t0 = Instant::now();
-            let tid = post(&http, &url, &p).await;
+            let tid = client.post(&p).await;
             sent.lock().unwrap().push((tid, t0, Instant::now()));
         }));
     }
