@@ -200,9 +200,11 @@ fn incoming(
     consumer: &'static str,
 ) -> Vec<Result<Incoming, Box<parked::Parked>>> {
     #[derive(serde::Deserialize)]
-    struct Head {
-        // Any JSON: a `schema` of the wrong type is the handler's to refuse, by name.
-        schema: Option<serde_json::Value>,
+    struct Head<'a> {
+        // Any JSON, read in place: a `schema` of the wrong type is the handler's to refuse,
+        // by name.
+        #[serde(borrow)]
+        schema: Option<&'a serde_json::value::RawValue>,
         message_id: Option<Uuid>,
     }
     let headers = headers::from_table(d.properties.headers().as_ref());
@@ -233,7 +235,11 @@ fn incoming(
             reason.to_owned(),
         )))];
     };
-    if head.schema.as_ref().and_then(|v| v.as_str()) == Some(crate::messages::schema::BATCH_V1) {
+    let is_batch = head.schema.is_some_and(|v| {
+        v.get().strip_prefix('"').and_then(|v| v.strip_suffix('"'))
+            == Some(crate::messages::schema::BATCH_V1)
+    });
+    if is_batch {
         let members = match crate::messages::batch::decode(&d.data) {
             Ok(members) => members,
             Err(reason) => {

@@ -608,8 +608,8 @@ async fn measure(run: &str, amqp_url: &str, db_url: &str) -> anyhow::Result<()> 
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
     }
+    // For the readiness probes only; complaints go through the bench's own `Client`.
     let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(concurrency)
         .timeout(Duration::from_secs(30))
         .build()?;
     let t = Instant::now();
