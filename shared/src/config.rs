@@ -129,6 +129,10 @@ pub struct HttpSettings {
     pub submit_batch_max: usize,
     /// Transactions storing submissions at once.
     pub submit_writers: usize,
+    /// Submissions intake holds at once, from their request's arrival to their answer. One
+    /// more is refused at once with 503 and `Retry-After`, so that a surge beyond what the
+    /// database can store queues at the senders, not in intake's memory.
+    pub submit_in_flight_max: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -284,6 +288,10 @@ impl Settings {
         positive("http.body_limit_bytes", self.http.body_limit_bytes as u64)?;
         positive("http.submit_batch_max", self.http.submit_batch_max as u64)?;
         positive("http.submit_writers", self.http.submit_writers as u64)?;
+        positive(
+            "http.submit_in_flight_max",
+            self.http.submit_in_flight_max as u64,
+        )?;
         if !self.telemetry.otlp_endpoint.is_empty()
             && !self.telemetry.otlp_endpoint.starts_with("http")
         {

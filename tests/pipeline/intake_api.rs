@@ -324,3 +324,92 @@ async fn health_and_readiness() {
     }
     app.stop().await;
 }
+
+/// A surge beyond what intake may hold (`http.submit_in_flight_max`) is refused at once with
+/// 503, `Retry-After` and nothing stored, while what was admitted is stored; the refused
+/// submission, sent again with its key once there is room, is stored like any other. Other
+/// routes are not counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submissions_beyond_the_admission_limit_are_refused_at_once_with_nothing_stored() {
+    let app = TestApp::spawn_with(Options {
+        configure: Some(Box::new(|s| s.http.submit_in_flight_max = 1)),
+        ..Options::default()
+    })
+    .await;
+    // The writers' inserts wait on this lock, so the first submission keeps its permit.
+    let mut blocker = app.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE cases IN SHARE MODE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let held = {
+        let (http, url) = (app.http.clone(), format!("{}/v1/complaints", app.base));
+        let body = complaint("Bantuan PKH kami belum cair tiga bulan.");
+        tokio::spawn(async move {
+            http.post(url)
+                .header("Idempotency-Key", "surge-held")
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !app
+        .metrics()
+        .await
+        .lines()
+        .any(|l| l == "lapor_intake_submissions_in_flight 1")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first submission never arrived"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    let refused_body = complaint("Kartu KKS saya terblokir, bantuan tidak bisa diambil.");
+    let refused = app.post_with_key(&refused_body, "surge-refused").await;
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    assert_eq!(
+        refused.headers()["content-type"],
+        "application/problem+json"
+    );
+    let p: Value = refused.json().await.unwrap();
+    assert_eq!(p["type"], "/problems/at-capacity");
+    assert!(p["detail"].as_str().unwrap().contains("nothing was stored"));
+    assert!(
+        app.metrics()
+            .await
+            .lines()
+            .any(|l| l == "lapor_intake_refused_at_capacity_total 1")
+    );
+    // Reading is not admission-controlled.
+    let status = app
+        .http
+        .get(format!("{}/v1/complaints/LPR-0000-0000", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(status.status(), 503);
+
+    blocker.commit().await.unwrap();
+    let held = held.await.unwrap();
+    assert_eq!(held.status(), 202);
+    let n: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM idempotency_keys WHERE key = 'surge-refused'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(n, 0, "a refused submission left its key behind");
+    let again = app.post_with_key(&refused_body, "surge-refused").await;
+    assert_eq!(again.status(), 202);
+    assert!(again.headers().get("idempotent-replayed").is_none());
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM cases")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    app.stop().await;
+}

@@ -101,6 +101,20 @@ impl Problem {
         }
     }
 
+    /// Intake already holds as many submissions as it may (`http.submit_in_flight_max`):
+    /// this one was not read, try again in a second.
+    pub fn at_capacity() -> Self {
+        Self {
+            retry_after_secs: Some(1),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "at-capacity",
+                "Too many complaints are being stored right now",
+            )
+            .detail("nothing was stored; retry after Retry-After with the same Idempotency-Key")
+        }
+    }
+
     pub fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,

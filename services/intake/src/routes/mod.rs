@@ -7,14 +7,16 @@ mod reviews;
 use crate::problem::Problem;
 use crate::submissions::Writer;
 use axum::Router;
-use axum::extract::{FromRef, MatchedPath, Request};
+use axum::extract::{FromRef, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use lapor_shared::service::Context;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
 /// What the handlers share: the service's context and the submissions writer.
@@ -40,8 +42,15 @@ pub fn router(ctx: Context, writer: Writer) -> Router {
     let body_limit = ctx.settings.http.body_limit_bytes;
     let timeout = Duration::from_millis(ctx.settings.http.request_timeout_ms);
     let ops = lapor_shared::ops::router(ctx.pool.clone(), ctx.readiness.clone());
+    let admission = Arc::new(Semaphore::new(ctx.settings.http.submit_in_flight_max));
     Router::new()
-        .route("/v1/complaints", post(complaints::submit))
+        .route(
+            "/v1/complaints",
+            post(complaints::submit).layer(axum::middleware::from_fn_with_state(
+                (admission, body_limit),
+                admit,
+            )),
+        )
         .route("/v1/complaints/{tracking_id}", get(complaints::status))
         .route(
             "/v1/complaints/{tracking_id}/supplement",
@@ -75,6 +84,48 @@ pub fn router(ctx: Context, writer: Writer) -> Router {
             Problem::internal().into_response()
         }))
         .layer(axum::middleware::from_fn(http_span))
+}
+
+/// Admission of submissions: a request holds a permit from before its body is read until it
+/// is answered. Without one it is refused at once, before anything is read or stored.
+/// Shown as `lapor_intake_submissions_in_flight`.
+async fn admit(
+    State((permits, body_limit)): State<(Arc<Semaphore>, usize)>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let Ok(permit) = permits.try_acquire_owned() else {
+        metrics::counter!("lapor_intake_refused_at_capacity_total").increment(1);
+        // Read (and drop) what was sent, so that the connection stays open for the retry.
+        axum::body::to_bytes(req.into_body(), body_limit).await.ok();
+        return Problem::at_capacity().into_response();
+    };
+    let _held = Held::new(permit);
+    next.run(req).await
+}
+
+/// A submission's permit, counted in the in-flight gauge until it is dropped (also when the
+/// request's future is, by the timeout or a client gone).
+struct Held {
+    _permit: OwnedSemaphorePermit,
+    gauge: metrics::Gauge,
+}
+
+impl Held {
+    fn new(permit: OwnedSemaphorePermit) -> Self {
+        let gauge = metrics::gauge!("lapor_intake_submissions_in_flight");
+        gauge.increment(1.0);
+        Self {
+            _permit: permit,
+            gauge,
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.gauge.decrement(1.0);
+    }
 }
 
 /// One server span per request, continuing the caller's W3C trace context when it sends one
