@@ -312,6 +312,9 @@ struct Client {
     addr: std::net::SocketAddr,
     host: hyper::header::HeaderValue,
     idle: Mutex<Vec<SendRequest>>,
+    /// Answers 503 (intake at capacity, or its database unavailable), each waited out for
+    /// its Retry-After and sent again.
+    refused: std::sync::atomic::AtomicUsize,
 }
 
 type SendRequest = hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>;
@@ -323,6 +326,7 @@ impl Client {
             addr,
             host: hyper::header::HeaderValue::from_str(&addr.to_string()).unwrap(),
             idle: Mutex::default(),
+            refused: Default::default(),
         }
     }
 
@@ -358,6 +362,10 @@ impl Client {
                     .unwrap();
                 if let Ok(r) = send.send_request(req).await {
                     let status = r.status();
+                    let retry_after = r
+                        .headers()
+                        .get(hyper::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
                     let body = r.into_body().collect().await.map(|b| b.to_bytes());
                     // Back for the next request once its answer has been read whole.
                     self.idle.lock().unwrap().push(send);
@@ -366,6 +374,13 @@ impl Client {
                         && let Ok(a) = serde_json::from_slice::<Tracked>(&b)
                     {
                         return a.tracking_id;
+                    }
+                    if status == 503 {
+                        self.refused
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let wait = Duration::from_secs(retry_after.unwrap_or(1));
+                        tokio::time::sleep(wait).await;
+                        continue;
                     }
                 }
             }
@@ -738,6 +753,12 @@ async fn measure(run: &str, amqp_url: &str, db_url: &str) -> anyhow::Result<()> 
         percentile(&lat, 0.99),
     );
     eprintln!("  p50 {p50:.1} ms, p95 {p95:.1} ms, p99 {p99:.1} ms");
+    let refused = client.refused.load(std::sync::atomic::Ordering::Relaxed);
+    if refused > 0 {
+        eprintln!(
+            "  {refused} answers 503 in the run (at capacity), each retried after its Retry-After"
+        );
+    }
 
     let (updates, hot) = case_updates(&stats).await?;
     let hot_share = if updates > 0 {
@@ -776,6 +797,7 @@ async fn measure(run: &str, amqp_url: &str, db_url: &str) -> anyhow::Result<()> 
         // when both saturate the machine.
         "broker_hop_cpu_ms_per_message": (hop_cpu_ms * 10000.0).round() / 10000.0,
         "complaint_cost_in_hops": cpu.get("machine busy").and_then(Value::as_f64).map(|c| (c / hop_cpu_ms * 10.0).round() / 10.0),
+        "refused_503": refused,
         "latency_ms": { "offered_per_s": rate.round(), "p50": (p50 * 10.0).round() / 10.0, "p95": (p95 * 10.0).round() / 10.0, "p99": (p99 * 10.0).round() / 10.0 },
         "rss_mb": rss,
         // Where the machine's time went during the pipeline phase (ms of CPU per complaint).
