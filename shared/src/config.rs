@@ -460,6 +460,20 @@ mod tests {
     }
 
     #[test]
+    fn the_admission_limit_is_read_and_must_be_positive() {
+        assert_eq!(Settings::defaults().http.submit_in_flight_max, 2048);
+        let s = Settings::load_from(None, env(&[("LAPOR__HTTP__SUBMIT_IN_FLIGHT_MAX", "100")]))
+            .expect("valid");
+        assert_eq!(s.http.submit_in_flight_max, 100);
+        let err = Settings::load_from(None, env(&[("LAPOR__HTTP__SUBMIT_IN_FLIGHT_MAX", "0")]))
+            .expect_err("invalid");
+        assert!(
+            err.to_string().contains("http.submit_in_flight_max"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn production_refuses_the_development_key() {
         let err = Settings::load_from(None, env(&[("LAPOR__ENVIRONMENT", "production")]))
             .expect_err("invalid");
