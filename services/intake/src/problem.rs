@@ -102,7 +102,7 @@ impl Problem {
     }
 
     /// Intake already holds as many submissions as it may (`http.submit_in_flight_max`):
-    /// this one was not read, try again in a second.
+    /// this one was neither parsed nor stored; try again in a second.
     pub fn at_capacity() -> Self {
         Self {
             retry_after_secs: Some(1),

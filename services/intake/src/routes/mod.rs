@@ -87,7 +87,8 @@ pub fn router(ctx: Context, writer: Writer) -> Router {
 }
 
 /// Admission of submissions: a request holds a permit from before its body is read until it
-/// is answered. Without one it is refused at once, before anything is read or stored.
+/// is answered. Without one it is refused at once: its body is read and dropped, never
+/// parsed or stored.
 /// Shown as `lapor_intake_submissions_in_flight`.
 async fn admit(
     State((permits, body_limit)): State<(Arc<Semaphore>, usize)>,
