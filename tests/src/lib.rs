@@ -100,10 +100,14 @@ struct Leftovers {
 }
 
 impl Leftovers {
+    /// Drops the database, whatever is still connected to it, and deletes the vhost. Failures
+    /// are ignored: a run ends either way, and `make clean-test` removes what is left.
     async fn remove(&self) {
-        let admin_pool = PgPool::connect("postgres://postgres@127.0.0.1:5432/postgres")
-            .await
-            .unwrap();
+        let Ok(admin_pool) = PgPool::connect("postgres://postgres@127.0.0.1:5432/postgres").await
+        else {
+            self.admin.delete_vhost(&self.vhost).await.ok();
+            return;
+        };
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
             self.db_name
@@ -114,6 +118,7 @@ impl Leftovers {
         with_vhost_lock(&admin_pool, self.admin.delete_vhost(&self.vhost))
             .await
             .ok();
+        admin_pool.close().await;
     }
 }
 
@@ -286,19 +291,16 @@ pub fn bin_dir(var: &str) -> std::path::PathBuf {
         })
 }
 
-/// Removes a run's database and vhost (the bench's and the crash test's), whatever is
-/// still connected to them; failures are ignored, as a run ends either way.
+/// Removes a run's database and vhost (the bench's and the crash test's) as a test's are
+/// removed, under the same vhost lock.
 pub async fn remove_run(admin: &BrokerAdmin, vhost: &str, db: &str) {
-    if let Ok(pool) = PgPool::connect("postgres://postgres@127.0.0.1:5432/postgres").await {
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"
-        )))
-        .execute(&pool)
-        .await
-        .ok();
-        pool.close().await;
+    Leftovers {
+        admin: admin.clone(),
+        vhost: vhost.to_owned(),
+        db_name: db.to_owned(),
     }
-    admin.delete_vhost(vhost).await.ok();
+    .remove()
+    .await;
 }
 
 /// How many messages `queue` holds that nobody has taken (a passive declare).
