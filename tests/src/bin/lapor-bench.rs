@@ -199,12 +199,7 @@ fn cpu_snapshot() -> HashMap<String, f64> {
         let comm = &stat[open + 1..close];
         let f: Vec<&str> = stat[close + 2..].split_whitespace().collect();
         let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        let group = match comm {
-            "postgres" => "postgresql",
-            "beam.smp" | "erl_child_setup" | "epmd" | "inet_gethost" => "rabbitmq",
-            "intake" | "verifier" | "distributor" | "sla-monitor" | "lapor-bench" => comm,
-            _ => "other",
-        };
+        let group = group_of(comm);
         *by.entry(group.to_owned()).or_insert(0.0) += (ticks(11) + ticks(12)) * TICK;
     }
     if let Some(cpu) = std::fs::read_to_string("/proc/stat")
@@ -223,11 +218,69 @@ fn cpu_snapshot() -> HashMap<String, f64> {
     by
 }
 
+/// The group a process is counted in, by its program's name.
+fn group_of(comm: &str) -> &str {
+    match comm {
+        "postgres" => "postgresql",
+        "beam.smp" | "erl_child_setup" | "epmd" | "inet_gethost" => "rabbitmq",
+        "intake" | "verifier" | "distributor" | "sla-monitor" | "lapor-bench" => comm,
+        _ => "other",
+    }
+}
+
+/// Context switches so far, voluntary (a thread went to sleep: it waits for a wake-up) and
+/// not, summed over every thread of every process, grouped as [`cpu_snapshot`] groups CPU,
+/// and the machine's total. At low load a message costs wake-ups more than work: each
+/// round trip to PostgreSQL, each hand-over between lapin's I/O thread and the runtime.
+fn switch_snapshot() -> HashMap<String, f64> {
+    let mut by = HashMap::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(comm) = std::fs::read_to_string(entry.path().join("comm")) else {
+            continue;
+        };
+        let group = group_of(comm.trim_end()).to_owned();
+        for task in std::fs::read_dir(entry.path().join("task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+                continue;
+            };
+            let switches: f64 = status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+                .sum();
+            *by.entry(group.clone()).or_insert(0.0) += switches;
+        }
+    }
+    if let Some(ctxt) = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("ctxt ")?.trim().parse::<f64>().ok())
+    }) {
+        by.insert("machine".into(), ctxt);
+    }
+    by
+}
+
 /// CPU milliseconds per complaint between two snapshots, by group.
 fn cpu_per_complaint(
     before: &HashMap<String, f64>,
     after: &HashMap<String, f64>,
     complaints: usize,
+) -> serde_json::Map<String, Value> {
+    per_complaint(before, after, complaints, 1000.0, 100.0)
+}
+
+/// What two snapshots differ by, per complaint, by group: scaled (seconds to milliseconds)
+/// and rounded to `1 / round`.
+fn per_complaint(
+    before: &HashMap<String, f64>,
+    after: &HashMap<String, f64>,
+    complaints: usize,
+    scale: f64,
+    round: f64,
 ) -> serde_json::Map<String, Value> {
     let mut out = serde_json::Map::new();
     let mut keys: Vec<&String> = after.keys().collect();
@@ -236,7 +289,7 @@ fn cpu_per_complaint(
         let used = after[k] - before.get(k).copied().unwrap_or(0.0);
         out.insert(
             k.clone(),
-            json!((used * 1000.0 / complaints as f64 * 100.0).round() / 100.0),
+            json!((used * scale / complaints as f64 * round).round() / round),
         );
     }
     out
@@ -658,6 +711,24 @@ async fn measure(run: &str, amqp_url: &str, db_url: &str) -> anyhow::Result<()> 
         .await
         .ok_or_else(|| anyhow::anyhow!("warm-up did not complete"))?;
 
+    // What the stack costs doing nothing (relay and sweep timers, heartbeats, the servers'
+    // own housekeeping), in ms of CPU per second: the part of the CPU per complaint that
+    // shrinks as the rate grows.
+    let idle_secs = 3;
+    let idle_before = cpu_snapshot();
+    tokio::time::sleep(Duration::from_secs(idle_secs)).await;
+    let idle = per_complaint(
+        &idle_before,
+        &cpu_snapshot(),
+        idle_secs as usize,
+        1000.0,
+        10.0,
+    );
+    eprintln!(
+        "idle: {} ms of CPU per second for the machine",
+        idle.get("machine busy").unwrap_or(&Value::Null)
+    );
+
     // Production runs PostgreSQL with autovacuum. Where this server runs without it (the CI
     // machine does), stand in for it, or the queue tables bloat and the plans made on the
     // first, nearly empty tables are kept for the whole run.
@@ -668,6 +739,7 @@ async fn measure(run: &str, amqp_url: &str, db_url: &str) -> anyhow::Result<()> 
     let wal_before = wal_lsn(&stats).await?;
     let tag = format!("bench-{run}");
     let bodies: Vec<Prepared> = (0..n).map(|i| prepare(i, &tag)).collect();
+    let switches_before = switch_snapshot();
     let cpu_before = cpu_snapshot();
     let start = Instant::now();
     let ids: Vec<String> = futures::stream::iter(&bodies)
@@ -681,6 +753,7 @@ async fn measure(run: &str, amqp_url: &str, db_url: &str) -> anyhow::Result<()> 
         .ok_or_else(|| anyhow::anyhow!("not every complaint reached its unit"))?;
     let pipeline = n as f64 / (last - start).as_secs_f64();
     let cpu = cpu_per_complaint(&cpu_before, &cpu_snapshot(), n);
+    let switches = per_complaint(&switches_before, &switch_snapshot(), n, 1.0, 10.0);
     let wal_after = wal_lsn(&stats).await?;
     let wal_kb = wal_between(&stats, &wal_before, &wal_after).await? / 1024.0 / n as f64;
     // For `pg_waldump --stats=record -s … -e …` on a kept run (BENCH_KEEP=1: dropping the
@@ -701,6 +774,7 @@ async fn measure(run: &str, amqp_url: &str, db_url: &str) -> anyhow::Result<()> 
     let sent = Arc::new(Mutex::new(Vec::with_capacity(count)));
     let tag = format!("latency-{run}");
     let bodies: Vec<Prepared> = (0..count).map(|i| prepare(i, &tag)).collect();
+    let switches_before = switch_snapshot();
     let cpu_before = cpu_snapshot();
     let lat_start = Instant::now();
     let mut tasks = Vec::with_capacity(count);
@@ -723,6 +797,7 @@ async fn measure(run: &str, amqp_url: &str, db_url: &str) -> anyhow::Result<()> 
         .await
         .ok_or_else(|| anyhow::anyhow!("latency run incomplete"))?;
     let cpu_half = cpu_per_complaint(&cpu_before, &cpu_snapshot(), count);
+    let switches_half = per_complaint(&switches_before, &switch_snapshot(), count, 1.0, 10.0);
     let mut lat: Vec<f64> = {
         let a = arrivals.lock().unwrap();
         sent.iter()
@@ -803,6 +878,11 @@ async fn measure(run: &str, amqp_url: &str, db_url: &str) -> anyhow::Result<()> 
         // Where the machine's time went during the pipeline phase (ms of CPU per complaint).
         "cpu_ms_per_complaint": cpu,
         "cpu_ms_per_complaint_at_half_load": cpu_half,
+        // Context switches per complaint, by group and the machine's total: the wake-ups
+        // that the CPU above pays for.
+        "context_switches_per_complaint": switches,
+        "idle_cpu_ms_per_s": idle,
+        "context_switches_per_complaint_at_half_load": switches_half,
         // What the database wrote: WAL per complaint in the pipeline phase (the whole server,
         // the vacuum stand-in included), and the share of `cases` updates that were HOT
         // (heap-only: no new index entries) over the run.
@@ -870,6 +950,18 @@ async fn measure(run: &str, amqp_url: &str, db_url: &str) -> anyhow::Result<()> 
             format!("  {k}"),
             v,
             cpu_half.get(k).unwrap_or(&Value::Null)
+        );
+    }
+    println!(
+        "{:<34} {:>12} {:>12}",
+        "context switches per complaint", "maximum", "half load"
+    );
+    for (k, v) in &switches {
+        println!(
+            "{:<34} {:>12} {:>12}",
+            format!("  {k}"),
+            v,
+            switches_half.get(k).unwrap_or(&Value::Null)
         );
     }
     println!("(target/bench/results.json)");
