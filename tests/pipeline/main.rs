@@ -11,6 +11,7 @@ mod kept;
 mod outcomes;
 mod parking;
 mod privacy;
+mod publishing;
 mod shutdown;
 mod sla;
 mod units;
