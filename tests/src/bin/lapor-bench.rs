@@ -10,6 +10,10 @@
 //! 4. latency from the POST to the unit's delivery at half the measured maximum rate;
 //! 5. peak RSS of each service process.
 //!
+//! Around steps 3 and 4 it reads every process's CPU time and context switches, grouped by
+//! program, and before step 3 what the stack costs idle for 3 s: the profile that says what
+//! bounds the pipeline.
+//!
 //! The services run as separate release processes (BENCH_BIN_DIR, default next to this
 //! binary), one of each. Writes target/bench/results.json and prints a table.
 //!
