@@ -11,7 +11,8 @@
 //! 5. peak RSS of each service process.
 //!
 //! Around steps 3 and 4 it reads every process's CPU time and context switches, grouped by
-//! program, and before step 3 what the stack costs idle for 3 s: the profile that says what
+//! program, and before step 3 what the stack costs idle for 3 s; beside step 1 it measures
+//! what one thread waking another costs this machine. Together: the profile that says what
 //! bounds the pipeline.
 //!
 //! The services run as separate release processes (BENCH_BIN_DIR, default next to this
@@ -166,6 +167,45 @@ async fn db_inserts(db_url: &str, clients: u32, secs: u64) -> anyhow::Result<f64
     .await;
     pool.close().await;
     Ok(counts.iter().sum::<usize>() as f64 / secs as f64)
+}
+
+/// What a wake-up costs this machine: two threads hand a token back and forth through
+/// blocking channels, so each hand-over puts one thread to sleep and wakes the other, as a
+/// round trip to PostgreSQL or a hand-over to lapin's I/O thread does. Returns the microseconds
+/// of wall time and of CPU (this process's) per wake-up. On the development VM a wake-up
+/// across its two vCPUs cost several times one on the same vCPU, which is why a complaint's
+/// CPU grows as the rate falls.
+fn wakeup_cost(round_trips: u32) -> (f64, f64) {
+    use std::sync::mpsc::channel;
+    let process_cpu = || {
+        std::fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|s| {
+                let f: Vec<&str> = s[s.rfind(')')? + 2..].split_whitespace().collect();
+                Some(f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?)
+            })
+            .unwrap_or(0.0)
+            * 0.01
+    };
+    let (to_peer, peer_in) = channel::<u32>();
+    let (to_main, main_in) = channel::<u32>();
+    let peer = std::thread::spawn(move || {
+        while let Ok(v) = peer_in.recv() {
+            if to_main.send(v).is_err() {
+                break;
+            }
+        }
+    });
+    let (cpu0, t0) = (process_cpu(), Instant::now());
+    for i in 0..round_trips {
+        to_peer.send(i).unwrap();
+        main_in.recv().unwrap();
+    }
+    let (wall, cpu) = (t0.elapsed().as_secs_f64(), process_cpu() - cpu0);
+    drop(to_peer);
+    peer.join().ok();
+    let per = f64::from(2 * round_trips) / 1e6;
+    (wall / per, cpu / per)
 }
 
 struct Service {
@@ -631,6 +671,10 @@ async fn measure(run: &str, amqp_url: &str, db_url: &str) -> anyhow::Result<()> 
     // move with how much of the two cores the VM gets at the moment.
     let hop_cpu_ms = hop_cpu.iter().copied().fold(f64::INFINITY, f64::min);
     eprintln!("  {hops:?} msg/s; {hop_cpu_ms:.3} ms of CPU per message");
+    let (wake_wall_us, wake_cpu_us) = wakeup_cost(50_000);
+    eprintln!(
+        "wake-up between two threads: {wake_wall_us:.1} us of wall time, {wake_cpu_us:.1} us of CPU"
+    );
     eprintln!("database ceiling: single-row insert transactions...");
     let db1 = db_inserts(db_url, 1, 4).await?;
     let db32 = db_inserts(db_url, 32, 4).await?;
@@ -875,6 +919,9 @@ async fn measure(run: &str, amqp_url: &str, db_url: &str) -> anyhow::Result<()> 
         // CPU per complaint over the hop's): 10 or fewer is what 0.10 × the hop asks for
         // when both saturate the machine.
         "broker_hop_cpu_ms_per_message": (hop_cpu_ms * 10000.0).round() / 10000.0,
+        // What one thread waking another costs here (wall and CPU, µs): the price of every
+        // round trip and hand-over, which the context switches per complaint count.
+        "wakeup_us": { "wall": (wake_wall_us * 10.0).round() / 10.0, "cpu": (wake_cpu_us * 10.0).round() / 10.0 },
         "complaint_cost_in_hops": cpu.get("machine busy").and_then(Value::as_f64).map(|c| (c / hop_cpu_ms * 10.0).round() / 10.0),
         "refused_503": refused,
         "latency_ms": { "offered_per_s": rate.round(), "p50": (p50 * 10.0).round() / 10.0, "p95": (p95 * 10.0).round() / 10.0, "p99": (p99 * 10.0).round() / 10.0 },
@@ -923,6 +970,11 @@ async fn measure(run: &str, amqp_url: &str, db_url: &str) -> anyhow::Result<()> 
     println!(
         "{:<34} {:>12}",
         "hop CPU per message (ms)", result["broker_hop_cpu_ms_per_message"]
+    );
+    println!(
+        "{:<34} {:>12}",
+        "wake-up, wall / CPU (us)",
+        format!("{wake_wall_us:.1} / {wake_cpu_us:.1}")
     );
     println!(
         "{:<34} {:>12}",
