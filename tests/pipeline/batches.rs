@@ -3,8 +3,6 @@
 //! a failing batch retried one message at a time, duplicates applied once, and every delivery
 //! acknowledged.
 
-use lapin::options::QueueDeclareOptions;
-use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapor_shared::amqp::consume::{self, BatchHandler, HandleError, Incoming, Verdict};
 use lapor_shared::db;
 use lapor_shared::ops::Readiness;
@@ -74,20 +72,7 @@ impl BatchHandler for Recorder {
 fn declare() -> consume::Declare {
     Arc::new(|ch: lapin::Channel| {
         Box::pin(async move {
-            let mut args = FieldTable::default();
-            args.insert(
-                "x-queue-type".into(),
-                AMQPValue::LongString(LongString::from("quorum")),
-            );
-            ch.queue_declare(
-                QUEUE.into(),
-                QueueDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                args,
-            )
-            .await?;
+            lapor_tests::declare_quorum(&ch, QUEUE).await?;
             Ok(())
         })
     })

@@ -1,8 +1,7 @@
 //! The publisher on a real broker: a relay round hands all its messages to lapin at once, and
 //! they must still arrive complete and in the order of their rows.
 
-use lapin::options::{BasicGetOptions, QueueDeclareOptions};
-use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::options::BasicGetOptions;
 use lapor_shared::amqp::publish::Publisher;
 use lapor_shared::db::outbox::OutboxRow;
 use lapor_tests::{Scratch, queue_len};
@@ -19,21 +18,7 @@ async fn a_round_of_rows_is_confirmed_complete_and_in_row_order_on_every_queue()
         .unwrap();
     let ch = amqp.create_channel().await.unwrap();
     for q in QUEUES {
-        let mut args = FieldTable::default();
-        args.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString(LongString::from("quorum")),
-        );
-        ch.queue_declare(
-            q.into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            args,
-        )
-        .await
-        .unwrap();
+        lapor_tests::declare_quorum(&ch, q).await.unwrap();
     }
     // More rows than a relay round's default batch, alternating between the two queues
     // through the default exchange, as unit messages go one per message.

@@ -303,6 +303,26 @@ pub async fn remove_run(admin: &BrokerAdmin, vhost: &str, db: &str) {
     .await;
 }
 
+/// Declares `queue` durable and of the quorum type, as the pipeline's own queues are, for
+/// tests and benches that bring queues of their own.
+pub async fn declare_quorum(ch: &lapin::Channel, queue: &str) -> lapin::Result<()> {
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        lapin::types::AMQPValue::LongString("quorum".into()),
+    );
+    ch.queue_declare(
+        queue.into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        args,
+    )
+    .await?;
+    Ok(())
+}
+
 /// How many messages `queue` holds that nobody has taken (a passive declare).
 pub async fn queue_len(ch: &lapin::Channel, queue: &str) -> u32 {
     ch.queue_declare(

@@ -28,9 +28,9 @@
 use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, QueueDeclareOptions,
+    ConfirmSelectOptions,
 };
-use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::types::FieldTable;
 use lapor_shared::broker_admin::{self, BrokerAdmin};
 use lapor_shared::config::Settings;
 use lapor_tests::{env_num, free_port};
@@ -43,15 +43,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 
-fn quorum() -> FieldTable {
-    let mut t = FieldTable::default();
-    t.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString(LongString::from("quorum")),
-    );
-    t
-}
-
 /// The broker's ceiling for the work the pipeline does per hop: messages per second, and
 /// the machine's CPU milliseconds per message (broker and client together).
 async fn broker_hop(url: &str, n: usize) -> anyhow::Result<(f64, f64)> {
@@ -60,16 +51,7 @@ async fn broker_hop(url: &str, n: usize) -> anyhow::Result<(f64, f64)> {
     // The queues are kept between the runs and emptied at the start of each: deleting a
     // quorum queue right after heavy writes has made RabbitMQ 3.10's log writer fail.
     for q in ["bench.a", "bench.b"] {
-        setup
-            .queue_declare(
-                q.into(),
-                QueueDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                quorum(),
-            )
-            .await?;
+        lapor_tests::declare_quorum(&setup, q).await?;
         setup.queue_purge(q.into(), Default::default()).await?;
     }
     let payload = vec![b'x'; 1024];
@@ -260,6 +242,23 @@ fn cpu_snapshot() -> HashMap<String, f64> {
         by.insert("machine kernel".into(), at(2) + at(5) + at(6));
     }
     by
+}
+
+/// A measure by group, at the maximum and at half load, as rows of the printed table.
+fn print_by_group(
+    title: &str,
+    maximum: &serde_json::Map<String, Value>,
+    half: &serde_json::Map<String, Value>,
+) {
+    println!("{title:<34} {:>12} {:>12}", "maximum", "half load");
+    for (k, v) in maximum {
+        println!(
+            "{:<34} {:>12} {:>12}",
+            format!("  {k}"),
+            v,
+            half.get(k).unwrap_or(&Value::Null)
+        );
+    }
 }
 
 /// The group a process is counted in, by its program's name.
@@ -996,30 +995,8 @@ async fn measure(run: &str, amqp_url: &str, db_url: &str) -> anyhow::Result<()> 
         "{:<34} {:>12}",
         "HOT share of cases updates", result["cases_hot_update_share"]
     );
-    println!(
-        "{:<34} {:>12} {:>12}",
-        "CPU ms per complaint", "maximum", "half load"
-    );
-    for (k, v) in &cpu {
-        println!(
-            "{:<34} {:>12} {:>12}",
-            format!("  {k}"),
-            v,
-            cpu_half.get(k).unwrap_or(&Value::Null)
-        );
-    }
-    println!(
-        "{:<34} {:>12} {:>12}",
-        "context switches per complaint", "maximum", "half load"
-    );
-    for (k, v) in &switches {
-        println!(
-            "{:<34} {:>12} {:>12}",
-            format!("  {k}"),
-            v,
-            switches_half.get(k).unwrap_or(&Value::Null)
-        );
-    }
+    print_by_group("CPU ms per complaint", &cpu, &cpu_half);
+    print_by_group("context switches per complaint", &switches, &switches_half);
     println!("(target/bench/results.json)");
     Ok(())
 }
