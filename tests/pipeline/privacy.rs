@@ -1,5 +1,5 @@
 //! Personal data stays where it belongs: canary values, searched for in every message, log
-//! line, span, metric and public answer the run produced.
+//! line, span, metric and public answer the run produced, and in the planner's statistics.
 
 use lapor_tests::{TestApp, complaint, telemetry};
 use serde_json::json;
@@ -134,5 +134,88 @@ async fn identity_reaches_only_the_assignee_of_a_named_report() {
         .await
         .unwrap();
     assert!(leaks(&reasons.join(" "), &nik).is_empty());
+    app.stop().await;
+}
+
+/// ANALYZE copies sampled column values into `pg_statistic`, where they outlive the erasure of
+/// their case and can be read through `pg_stats`; none of them may be personal data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_planner_statistics_hold_no_personal_data() {
+    let app = TestApp::spawn().await;
+    let niks: Vec<String> = (0..5).map(|_| lapor_tests::nik()).collect();
+    let mut ids = Vec::new();
+    for nik in &niks {
+        let mut b = complaint(&format!(
+            "Bantuan PKH kami tidak cair. Hubungi {PHONE_LOCAL}, NIK {nik}, alamat {ADDRESS}."
+        ));
+        b["reporter"] = json!({"name": NAME, "nik": nik, "phone": PHONE_LOCAL, "email": EMAIL, "address": ADDRESS});
+        b["kk_number"] = json!(KK);
+        b["location"]["address"] = json!(ADDRESS);
+        ids.push(app.submit(&b).await);
+    }
+    for id in &ids {
+        app.wait_status(id, "routed").await;
+    }
+    app.settle().await;
+    // By now the unit messages have left the outbox. Hold some there (as a delayed publish
+    // is held) and park others, both carrying an assignee's identity, so that both tables
+    // have rows for ANALYZE to sample.
+    for nik in &niks {
+        let payload = json!({"role": "assignee", "reporter": {"name": NAME, "nik": nik, "phone": PHONE_LOCAL}});
+        let payload = serde_json::to_vec(&payload).unwrap();
+        sqlx::query(
+            "INSERT INTO outbox (message_id, exchange, routing_key, payload, publish_after)
+             VALUES ($1, 'lapor.units', 'LINJAMSOS.case', $2, now() + interval '1 day')",
+        )
+        .bind(uuid::Uuid::new_v4())
+        .bind(&payload)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+        let mut conn = app.pool.acquire().await.unwrap();
+        lapor_shared::db::parked::park(
+            &mut conn,
+            &lapor_shared::db::parked::Parked {
+                queue: "units.LINJAMSOS".into(),
+                exchange: "lapor.units".into(),
+                routing_key: "LINJAMSOS.case".into(),
+                message_id: None,
+                reason: "test".into(),
+                headers: Default::default(),
+                payload,
+            },
+        )
+        .await
+        .unwrap();
+    }
+    sqlx::query("ANALYZE").execute(&app.pool).await.unwrap();
+
+    let stats: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT tablename::text, attname::text,
+                concat_ws(' ', most_common_vals::text, histogram_bounds::text, most_common_elems::text)
+         FROM pg_stats WHERE schemaname = current_schema()",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    // The statistics were gathered: the routing columns have theirs.
+    assert!(
+        stats
+            .iter()
+            .any(|(t, c, v)| t == "cases" && c == "holder_unit" && v.contains("LINJAMSOS")),
+        "no statistics were gathered"
+    );
+    for nik in &niks {
+        // Text columns show their values as they are; bytea ones in hex.
+        for canary in canaries(nik) {
+            let hex: String = canary.bytes().map(|b| format!("{b:02x}")).collect();
+            for (table, column, values) in &stats {
+                assert!(
+                    !values.contains(&canary) && !values.contains(&hex),
+                    "{table}.{column}'s statistics hold {canary:?}"
+                );
+            }
+        }
+    }
     app.stop().await;
 }
