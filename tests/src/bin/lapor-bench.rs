@@ -784,8 +784,8 @@ async fn measure(run: &str, amqp_url: &str, db_url: &str) -> anyhow::Result<()> 
 
     // What the stack costs doing nothing (relay and sweep timers, heartbeats, the servers'
     // own housekeeping), in ms of CPU per second: the part of the CPU per complaint that
-    // shrinks as the rate grows. Read before any load, whose aftermath (the kernel writing
-    // back dirty pages, a checkpoint) would be counted too.
+    // shrinks as the rate grows. Read before the warm-up, so that none of its aftermath (the
+    // relay's deletions, a checkpoint) is counted.
     let idle_secs = 3;
     let idle_before = cpu_snapshot();
     tokio::time::sleep(Duration::from_secs(idle_secs)).await;
