@@ -5,7 +5,7 @@
 -- outlives the erasure of its case until the next ANALYZE happens to sample other rows, and
 -- any role that may read the column reads it through pg_stats. No query filters, joins or
 -- sorts on these columns, so the planner has no use for their statistics; computing them
--- was also most of what ANALYZE cost on these tables (BENCHMARKS.md).
+-- was also about a third of what ANALYZE cost on these tables (BENCHMARKS.md).
 --
 -- A statistics target of 0 stops new samples. Setting a column's type drops the statistics
 -- already gathered for it; the type is the same, so nothing is rewritten or reindexed.

@@ -23,8 +23,8 @@
 //! database once per `autovacuum_naptime` as autovacuum does.
 //!
 //! For profiling: BENCH_RATE fixes the offered rate of step 4, BENCH_LATENCY_SECS its length
-//! (the server's autovacuum naptime, a minute by default), BENCH_KEEP=1 keeps the database and vhost of the run for inspection, and
-//! BENCH_TRACE=file.csv writes each step-4 complaint's POST, answer and arrival times (wall
+//! (the server's autovacuum naptime, a minute by default), BENCH_KEEP=1 keeps the database
+//! and vhost of the run for inspection, and BENCH_TRACE=file.csv writes each step-4 complaint's POST, answer and arrival times (wall
 //! clock, µs) to set beside its timeline in the kept database (BENCHMARKS.md shows the query).
 
 #![allow(clippy::unwrap_used)]
@@ -547,28 +547,15 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-/// How often autovacuum visits a database: once per `autovacuum_naptime` (a minute by
-/// default), whether or not it is on.
-async fn autovacuum_naptime(db_url: &str) -> anyhow::Result<Duration> {
-    let pool = sqlx::PgPool::connect(db_url).await?;
-    let secs: f64 = sqlx::query_scalar(
-        "SELECT setting::float8 FROM pg_settings WHERE name = 'autovacuum_naptime'",
-    )
-    .fetch_one(&pool)
-    .await?;
-    pool.close().await;
-    Ok(Duration::from_secs_f64(secs.max(1.0)))
-}
-
-/// When the server's autovacuum is off, does what it would: a visit now (the history the
-/// warm-up wrote is analysed before anything is measured), then one per `naptime` in the
-/// background until aborted, as autovacuum visits a database. A visit vacuums or analyses each
-/// table with more dead or changed rows than autovacuum's thresholds (the server's defaults,
-/// or the table's own settings).
+/// How often autovacuum visits a database (`autovacuum_naptime`, a minute by default, whether
+/// or not it is on), and, when the server's autovacuum is off, a stand-in doing what it
+/// would: a visit now (the history the warm-up wrote is analysed before anything is
+/// measured), then one per naptime in the background until aborted. A visit vacuums or
+/// analyses each table with more dead or changed rows than autovacuum's thresholds (the
+/// server's defaults, or the table's own settings).
 async fn autovacuum_stand_in(
     db_url: &str,
-    naptime: Duration,
-) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+) -> anyhow::Result<(Duration, Option<tokio::task::JoinHandle<()>>)> {
     // Paced as autovacuum paces itself (its defaults: a 2 ms rest after every 200 units of
     // work); a manual VACUUM is not paced at all, and its bursts would show in the latency.
     let options = sqlx::postgres::PgConnectOptions::from_str(db_url)?
@@ -577,11 +564,15 @@ async fn autovacuum_stand_in(
         .max_connections(1)
         .connect_with(options)
         .await?;
-    let on: String = sqlx::query_scalar("SHOW autovacuum")
-        .fetch_one(&pool)
-        .await?;
+    let (on, naptime): (String, f64) = sqlx::query_as(
+        "SELECT current_setting('autovacuum'),
+                (SELECT setting::float8 FROM pg_settings WHERE name = 'autovacuum_naptime')",
+    )
+    .fetch_one(&pool)
+    .await?;
+    let naptime = Duration::from_secs_f64(naptime.max(1.0));
     if on == "on" {
-        return Ok(None);
+        return Ok((naptime, None));
     }
     eprintln!(
         "autovacuum is off on this server: the bench does its work instead, a visit every {naptime:?}"
@@ -589,12 +580,13 @@ async fn autovacuum_stand_in(
     autovacuum_visit(&pool).await;
     let mut visits = tokio::time::interval_at(tokio::time::Instant::now() + naptime, naptime);
     visits.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    Ok(Some(tokio::spawn(async move {
+    let janitor = tokio::spawn(async move {
         loop {
             visits.tick().await;
             autovacuum_visit(&pool).await;
         }
-    })))
+    });
+    Ok((naptime, Some(janitor)))
 }
 
 async fn autovacuum_visit(pool: &sqlx::PgPool) {
@@ -822,8 +814,7 @@ async fn measure(run: &str, amqp_url: &str, db_url: &str) -> anyhow::Result<()> 
     // Production runs PostgreSQL with autovacuum. Where this server runs without it (the CI
     // machine does), stand in for it: analyse the history now, so that the plans are made on
     // its statistics, then visit once per naptime, or the queue tables bloat.
-    let naptime = autovacuum_naptime(db_url).await?;
-    let janitor = autovacuum_stand_in(db_url, naptime).await?;
+    let (naptime, janitor) = autovacuum_stand_in(db_url).await?;
 
     eprintln!("pipeline: {n} complaints, {concurrency} at a time...");
     let stats = sqlx::PgPool::connect(db_url).await?;
